@@ -1,0 +1,121 @@
+//! Prompt groups and their responses, as stored: `/v1/groups`, `/v1/groups/{id}`,
+//! `/v1/responses/{id}`.
+
+use axum::extract::{Path, Query, State};
+use chrono::{DateTime, Utc};
+use flywheel_store::{Group, GroupFilter, GroupWithResponses, Response as StoredResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ApiError, AppJson, ErrorBody};
+use super::AppState;
+
+const DEFAULT_PAGE: u32 = 50;
+const MAX_PAGE: u32 = 500;
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct GroupQuery {
+    /// Only groups produced by this adapter version (0 = base model).
+    pub adapter: Option<i64>,
+    /// Only groups created at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Only groups created before this time (RFC 3339).
+    pub until: Option<String>,
+    /// Keyset cursor: the `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size, 1–500 (default 50).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupPage {
+    pub object: &'static str,
+    pub data: Vec<Group>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+/// Lists prompt groups, newest first.
+#[utoipa::path(get, path = "/v1/groups", tag = "groups", params(GroupQuery),
+    responses((status = 200, body = GroupPage), (status = 400, body = ErrorBody)))]
+pub async fn list_groups(
+    State(state): State<AppState>,
+    Query(q): Query<GroupQuery>,
+) -> Result<AppJson<GroupPage>, ApiError> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("`limit` must be >= 1 and <= {MAX_PAGE}. Given: {limit}"),
+        ));
+    }
+    let filter = GroupFilter {
+        adapter_version: q.adapter,
+        since: q
+            .since
+            .as_deref()
+            .map(|s| parse_time("since", s))
+            .transpose()?,
+        until: q
+            .until
+            .as_deref()
+            .map(|s| parse_time("until", s))
+            .transpose()?,
+        before: q
+            .cursor
+            .as_deref()
+            .map(|c| parse_id("cursor", c))
+            .transpose()?,
+        limit,
+    };
+    let data = state.store.list_groups(&filter).await?;
+    let next_cursor = (data.len() == limit as usize)
+        .then(|| data.last().map(|g| g.id))
+        .flatten();
+    Ok(AppJson(GroupPage {
+        object: "list",
+        data,
+        next_cursor,
+    }))
+}
+
+/// One prompt group with all its responses.
+#[utoipa::path(get, path = "/v1/groups/{id}", tag = "groups",
+    params(("id" = Uuid, Path, description = "group id")),
+    responses((status = 200, body = GroupWithResponses), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_group(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<AppJson<GroupWithResponses>, ApiError> {
+    Ok(AppJson(state.store.get_group(parse_id("id", &id)?).await?))
+}
+
+/// One stored response with its provenance.
+#[utoipa::path(get, path = "/v1/responses/{id}", tag = "groups",
+    params(("id" = Uuid, Path, description = "response id")),
+    responses((status = 200, body = StoredResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_response(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<AppJson<StoredResponse>, ApiError> {
+    Ok(AppJson(
+        state.store.get_response(parse_id("id", &id)?).await?,
+    ))
+}
+
+fn parse_id(param: &str, value: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(value)
+        .map_err(|_| ApiError::invalid(param, format!("`{param}` must be a UUID. Given: {value}")))
+}
+
+fn parse_time(param: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::invalid(
+                param,
+                format!("`{param}` must be an RFC 3339 time. Given: {value}"),
+            )
+        })
+}

@@ -1,0 +1,64 @@
+//! `/v1/models`: the policy being served, as OpenAI lists models.
+
+use axum::extract::{Path, State};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, AppJson, ErrorBody};
+use super::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelCard {
+    /// `name` or `name@version`.
+    pub id: String,
+    pub object: &'static str,
+    pub created: i64,
+    pub owned_by: &'static str,
+    /// Adapter version (0 = base model).
+    pub adapter: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    pub object: &'static str,
+    pub data: Vec<ModelCard>,
+}
+
+fn cards(state: &AppState) -> Vec<ModelCard> {
+    let active = state.engine.active();
+    let card = |id: String| ModelCard {
+        id,
+        object: "model",
+        created: 0,
+        owned_by: "flywheel",
+        adapter: active.version,
+    };
+    vec![
+        card(active.name.clone()),
+        card(format!("{}@{}", active.name, active.version)),
+    ]
+}
+
+/// Lists the served policy under its name and as `name@version`.
+#[utoipa::path(get, path = "/v1/models", tag = "inference", responses((status = 200, body = ModelList)))]
+pub async fn list_models(State(state): State<AppState>) -> AppJson<ModelList> {
+    AppJson(ModelList {
+        object: "list",
+        data: cards(&state),
+    })
+}
+
+/// One model by id.
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "inference",
+    params(("model" = String, Path, description = "`name` or `name@version`")),
+    responses((status = 200, body = ModelCard), (status = 404, body = ErrorBody)))]
+pub async fn retrieve_model(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<AppJson<ModelCard>, ApiError> {
+    cards(&state)
+        .into_iter()
+        .find(|c| c.id == model)
+        .map(AppJson)
+        .ok_or_else(|| ApiError::NotFound(format!("The model `{model}` does not exist")))
+}

@@ -1,0 +1,77 @@
+//! Command-line interface: one file per subcommand. Every flag has a `FLYWHEEL_*` environment
+//! fallback (or `DATABASE_URL`), shown by `--help`.
+
+pub mod migrate;
+pub mod model;
+pub mod openapi;
+pub mod serve;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flywheel",
+    version,
+    about = "Serve an LLM, log every sample, learn from preferences"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the policy model behind an OpenAI-compatible API.
+    Serve(serve::ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(migrate::MigrateArgs),
+    /// Print the OpenAPI document.
+    Openapi(openapi::OpenapiArgs),
+    /// Obtain, convert and generate model files.
+    Model(model::ModelArgs),
+}
+
+/// Where the store lives; shared by every subcommand that needs it.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// `postgres://user@host/db`, or `sqlite://path/to/file.db`. Default: an embedded SQLite file.
+    #[arg(long, env = "DATABASE_URL", default_value = flywheel_store::DEFAULT_SQLITE_URL)]
+    pub database_url: String,
+}
+
+impl StoreArgs {
+    pub async fn open(&self) -> anyhow::Result<flywheel_store::Store> {
+        use anyhow::Context;
+        let store = flywheel_store::Store::connect(&self.database_url)
+            .await
+            .with_context(|| format!("cannot open the store at {}", redact(&self.database_url)))?;
+        store.migrate().await.context("cannot apply migrations")?;
+        Ok(store)
+    }
+}
+
+/// A database URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_the_logs() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

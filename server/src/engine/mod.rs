@@ -1,0 +1,288 @@
+//! The engine: admission, the active generation of the policy, and sampling through mistral.rs.
+//!
+//! Only validated requests reach it ([`Sampling`] comes out of `api::sampling::validate`). Each
+//! request is admitted into a bounded queue (full ⇒ 503), pins the generation that is active when
+//! it starts, and runs its `n` samples one after another. On CPU at most `decode_slots` (default 1)
+//! samples decode at once: mistral.rs 0.8.1's CPU attention mixes up sequences that share a decode
+//! step (research/mistralrs.md §6), so sequences never share one there.
+
+mod detokenize;
+mod generation;
+mod sample;
+pub mod sampler;
+pub mod stop;
+
+pub use generation::{ChatMessage, Generation, Prompt};
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use crate::api::error::ApiError;
+use crate::metrics::Metrics;
+use sampler::SamplerConfig;
+
+/// Sampling parameters after validation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sampling {
+    pub n: u32,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub seed: Option<i64>,
+    /// Whether the client asked for log-probs (they are always recorded in the store).
+    pub logprobs: bool,
+    pub top_logprobs: usize,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FinishReason {
+    #[default]
+    Stop,
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// A generated token as the client sees it in `logprobs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub top: Vec<(String, f32)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FinishedSample {
+    pub index: u32,
+    pub text: String,
+    /// Every sampled token, the end-of-sequence token included when it ended the sample.
+    pub token_ids: Vec<u32>,
+    /// Natural log-probability of each of `token_ids` under the sampling distribution.
+    pub logprobs: Vec<f32>,
+    pub finish_reason: FinishReason,
+    pub latency: Duration,
+    pub time_to_first_token: Duration,
+}
+
+/// What a running request reports, in order: deltas of each sample, then its end.
+#[derive(Debug)]
+pub enum Event {
+    Delta {
+        index: u32,
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    Finished(FinishedSample),
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Requests admitted (queued or running) before new ones get 503.
+    pub queue_capacity: usize,
+    /// Samples decoding at once. 1 on CPU (see the module docs).
+    pub decode_slots: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            queue_capacity: 64,
+            decode_slots: 1,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The generation new requests start on. A std `RwLock`: it is held only to clone or
+    /// replace the `Arc`, never across an await.
+    active: RwLock<Arc<Generation>>,
+    admission: Arc<Semaphore>,
+    decode: Arc<Semaphore>,
+    config: EngineConfig,
+    metrics: Metrics,
+}
+
+/// A request that passed admission: it holds its queue slot until dropped.
+pub struct Admitted {
+    pub generation: Arc<Generation>,
+    pub prompt_ids: Vec<u32>,
+    pub sampling: Sampling,
+    pub max_tokens: u32,
+    /// The seed actually used (drawn at random when the client sent none), so every stored
+    /// sample can be reproduced.
+    pub seed: i64,
+    _slot: QueueSlot,
+}
+
+struct QueueSlot {
+    _permit: OwnedSemaphorePermit,
+    metrics: Metrics,
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.metrics.queue_depth.dec();
+    }
+}
+
+impl Engine {
+    pub fn new(generation: Generation, config: EngineConfig, metrics: Metrics) -> Self {
+        let inner = Inner {
+            active: RwLock::new(Arc::new(generation)),
+            admission: Arc::new(Semaphore::new(config.queue_capacity)),
+            decode: Arc::new(Semaphore::new(config.decode_slots.max(1))),
+            config,
+            metrics,
+        };
+        Engine {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn active(&self) -> Arc<Generation> {
+        self.inner
+            .active
+            .read()
+            .expect("active generation lock poisoned")
+            .clone()
+    }
+
+    /// Makes `next` the generation new requests start on; running requests finish on theirs.
+    pub fn activate(&self, next: Generation) -> Arc<Generation> {
+        let next = Arc::new(next);
+        let previous = std::mem::replace(
+            &mut *self.inner.active.write().expect("lock poisoned"),
+            next,
+        );
+        previous
+    }
+
+    /// Takes a queue slot, pins the active generation, tokenizes and checks the prompt length.
+    pub async fn admit(
+        &self,
+        prompt: &Prompt,
+        sampling: Sampling,
+        prompt_param: &str,
+        max_tokens_param: &str,
+    ) -> Result<Admitted, ApiError> {
+        let permit = self
+            .inner
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded(self.inner.config.queue_capacity, 1))?;
+        self.inner.metrics.queue_depth.inc();
+        let slot = QueueSlot {
+            _permit: permit,
+            metrics: self.inner.metrics.clone(),
+        };
+        let generation = self.active();
+        let prompt_ids = generation.tokenize(prompt).await.map_err(|e| {
+            ApiError::invalid(prompt_param, format!("cannot tokenize the prompt: {e}"))
+        })?;
+        let context = generation.max_context;
+        let prompt_len = prompt_ids.len();
+        if prompt_len == 0 {
+            return Err(ApiError::invalid(prompt_param, "the prompt is empty"));
+        }
+        if prompt_len >= context {
+            return Err(ApiError::invalid(
+                prompt_param,
+                format!("This model's maximum context length is {context} tokens. However, your prompt is {prompt_len} tokens."),
+            ));
+        }
+        let room = (context - prompt_len) as u32;
+        let max_tokens = match sampling.max_tokens {
+            Some(m) if m > room => {
+                return Err(ApiError::invalid(
+                    max_tokens_param,
+                    format!("This model's maximum context length is {context} tokens. However, you requested {} tokens ({prompt_len} in the prompt, {m} for the completion).", prompt_len + m as usize),
+                ))
+            }
+            Some(m) => m,
+            None => room,
+        };
+        let seed = sampling
+            .seed
+            .unwrap_or_else(|| rand::random::<i64>() & i64::MAX);
+        Ok(Admitted {
+            generation,
+            prompt_ids,
+            sampling,
+            max_tokens,
+            seed,
+            _slot: slot,
+        })
+    }
+
+    /// Runs the admitted request's samples on a task of their own, reporting through the channel.
+    /// The task stops early if the receiver is dropped.
+    pub fn start(&self, admitted: Arc<Admitted>) -> mpsc::Receiver<Event> {
+        let (events, receiver) = mpsc::channel(256);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let a = &*admitted;
+            for index in 0..a.sampling.n {
+                let Ok(_decode) = inner.decode.clone().acquire_owned().await else {
+                    return;
+                };
+                inner.metrics.decoding.inc();
+                let job = sample::SampleJob {
+                    generation: &a.generation,
+                    prompt_ids: &a.prompt_ids,
+                    index,
+                    max_tokens: a.max_tokens,
+                    stop: &a.sampling.stop,
+                    sampler: SamplerConfig {
+                        temperature: a.sampling.temperature,
+                        top_p: a.sampling.top_p,
+                        presence_penalty: a.sampling.presence_penalty,
+                        frequency_penalty: a.sampling.frequency_penalty,
+                        top_logprobs: a.sampling.top_logprobs,
+                        seed: sample_seed(a.seed, index),
+                    },
+                    with_logprobs: a.sampling.logprobs,
+                    events: &events,
+                };
+                let outcome = sample::run(job).await;
+                inner.metrics.decoding.dec();
+                let event = match outcome {
+                    Ok(Some(sample)) => Event::Finished(sample),
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::error!(error.cause_chain = ?e, "sample failed");
+                        Event::Failed(e.to_string())
+                    }
+                };
+                let failed = matches!(event, Event::Failed(_));
+                if events.send(event).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        receiver
+    }
+}
+
+/// Sample `i` of a request with seed `s` draws from its own stream, so `n` samples differ while the
+/// request as a whole stays reproducible.
+fn sample_seed(seed: i64, index: u32) -> u64 {
+    (seed as u64).wrapping_add((index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}

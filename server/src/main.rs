@@ -1,0 +1,18 @@
+//! The `flywheel` binary: parse the command line, set up logging, run one subcommand.
+
+use clap::Parser;
+use flywheel_server::cli::{self, Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    flywheel_server::telemetry::init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Migrate(args) => cli::migrate::run(args).await,
+            Command::Openapi(args) => cli::openapi::run(args),
+            Command::Model(args) => cli::model::run(args).await,
+        }
+    })
+}

@@ -1,0 +1,152 @@
+//! Prometheus metrics (`flywheel_*`), served as text at `/metrics`.
+//!
+//! Labels stay bounded: `route` is the matched route template (never the raw path), `status` the
+//! HTTP status code, `adapter` the policy version that served the request.
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use std::time::Instant;
+
+/// The adapter version a response was produced by; handlers attach it as a response extension
+/// so the metrics middleware can label the request with it.
+#[derive(Clone, Copy, Debug)]
+pub struct ServedBy(pub i64);
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    tokens: IntCounterVec,
+    time_to_first_token: HistogramVec,
+    pub queue_depth: IntGauge,
+    pub decoding: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "flywheel_requests_total",
+                "HTTP requests by route, status and adapter",
+            ),
+            &["route", "status", "adapter"],
+        )
+        .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("flywheel_request_duration_seconds", "Request latency").buckets(
+                vec![
+                    0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+                ],
+            ),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "flywheel_tokens_total",
+                "Prompt (in) and generated (out) tokens",
+            ),
+            &["direction", "adapter"],
+        )
+        .expect("valid metric");
+        let time_to_first_token = HistogramVec::new(
+            HistogramOpts::new(
+                "flywheel_time_to_first_token_seconds",
+                "Time to first token",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            &["adapter"],
+        )
+        .expect("valid metric");
+        let queue_depth = IntGauge::new(
+            "flywheel_queue_depth",
+            "Generation requests admitted and not finished",
+        )
+        .expect("valid metric");
+        let decoding = IntGauge::new("flywheel_decoding", "Samples being decoded right now")
+            .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(tokens.clone()),
+            Box::new(time_to_first_token.clone()),
+            Box::new(queue_depth.clone()),
+            Box::new(decoding.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric registered once");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            tokens,
+            time_to_first_token,
+            queue_depth,
+            decoding,
+        }
+    }
+
+    pub fn record_tokens(&self, adapter: i64, prompt: u64, completion: u64) {
+        let adapter = adapter.to_string();
+        self.tokens
+            .with_label_values(&["in", &adapter])
+            .inc_by(prompt);
+        self.tokens
+            .with_label_values(&["out", &adapter])
+            .inc_by(completion);
+    }
+
+    pub fn record_time_to_first_token(&self, adapter: i64, seconds: f64) {
+        self.time_to_first_token
+            .with_label_values(&[&adapter.to_string()])
+            .observe(seconds);
+    }
+
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buffer).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Middleware: counts every request and observes its latency.
+pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let adapter = response
+        .extensions()
+        .get::<ServedBy>()
+        .map(|v| v.0.to_string())
+        .unwrap_or_else(|| "none".to_string());
+    metrics
+        .requests
+        .with_label_values(&[&route, &status, &adapter])
+        .inc();
+    metrics
+        .latency
+        .with_label_values(&[&route, &status])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

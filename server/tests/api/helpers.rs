@@ -1,0 +1,220 @@
+//! `spawn_app()`: a real Flywheel server on 127.0.0.1:0 over the tiny random model and a fresh
+//! store, plus a client with small helpers. Logs show only with `TEST_LOG=1`.
+
+use flywheel_server::api::{self, ApiConfig, AppState};
+use flywheel_server::engine::{Engine, EngineConfig, Generation};
+use flywheel_server::metrics::Metrics;
+use flywheel_server::model_source::ModelSource;
+use flywheel_store::Store;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+pub const MODEL: &str = "tiny";
+
+pub struct TestApp {
+    pub address: String,
+    pub store: Store,
+    pub client: reqwest::Client,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+pub struct AppOptions {
+    pub engine: EngineConfig,
+    pub max_body_bytes: usize,
+    pub postgres: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        AppOptions {
+            engine: EngineConfig::default(),
+            max_body_bytes: ApiConfig::default().max_body_bytes,
+            postgres: false,
+        }
+    }
+}
+
+/// The tiny model's directory, written once per test process.
+pub fn tiny_model_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("flywheel-tiny-{}", std::process::id()));
+        flywheel_trainer::write_tiny_llama(&dir, 0).expect("write tiny model");
+        dir
+    })
+    .clone()
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        flywheel_server::telemetry::init();
+    }
+    let data = tempfile::tempdir().unwrap();
+    let store = if options.postgres {
+        postgres_store().await
+    } else {
+        Store::connect(&format!(
+            "sqlite://{}",
+            data.path().join("test.db").display()
+        ))
+        .await
+        .unwrap()
+    };
+    store.migrate().await.unwrap();
+    let generation = Generation::load(&ModelSource::HfDir(tiny_model_dir()), MODEL.into(), 0)
+        .await
+        .unwrap();
+    let metrics = Metrics::new();
+    let engine = Engine::new(generation, options.engine, metrics.clone());
+    let state = AppState {
+        store: store.clone(),
+        engine,
+        metrics,
+    };
+    let app = api::router(
+        state,
+        &ApiConfig {
+            max_body_bytes: options.max_body_bytes,
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(flywheel_server::serve(
+        listener,
+        app,
+        std::future::pending(),
+    ));
+    TestApp {
+        address,
+        store,
+        client: reqwest::Client::new(),
+        _dirs: vec![data],
+    }
+}
+
+/// Whether the test Postgres answers. Outside CI a missing Postgres skips the test with a warning;
+/// under CI (`CI` set) it is a failure.
+pub async fn postgres_available() -> bool {
+    match Store::connect(&postgres_base_url()).await {
+        Ok(store) => {
+            store.close().await;
+            true
+        }
+        Err(e) if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but Postgres is unreachable: {e}")
+        }
+        Err(e) => {
+            eprintln!("WARNING: Postgres unreachable ({e}); skipping a Postgres test");
+            false
+        }
+    }
+}
+
+fn postgres_base_url() -> String {
+    std::env::var("FLYWHEEL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh Postgres database for one test (`FLYWHEEL_TEST_POSTGRES` or the local default).
+async fn postgres_store() -> Store {
+    let base = postgres_base_url();
+    let admin = Store::connect(&base)
+        .await
+        .expect("Postgres is needed for this test (set FLYWHEEL_TEST_POSTGRES)");
+    let name = format!("flywheel_api_test_{}", uuid::Uuid::new_v4().simple());
+    admin.create_database(&name).await.unwrap();
+    admin.close().await;
+    let url = match base.rfind('/') {
+        Some(i) => format!("{}/{}", &base[..i], name),
+        None => unreachable!("a postgres URL has a path"),
+    };
+    Store::connect(&url).await.unwrap()
+}
+
+impl TestApp {
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{}", self.address, path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{}", self.address, path))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// A chat completion that must succeed; returns the body.
+    pub async fn chat(&self, body: Value) -> Value {
+        let response = self.post("/v1/chat/completions", &body).await;
+        let status = response.status();
+        let json: Value = response.json().await.unwrap();
+        assert_eq!(status, 200, "{json}");
+        json
+    }
+
+    /// A streamed request: every `data:` payload before `[DONE]`, parsed, and whether `[DONE]` came.
+    pub async fn stream(&self, path: &str, body: &Value) -> (Vec<Value>, bool) {
+        let response = self.post(path, body).await;
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        let text = response.text().await.unwrap();
+        let mut chunks = Vec::new();
+        let mut done = false;
+        for line in text.lines() {
+            if let Some(data) = line.strip_prefix("data: ") {
+                if data == "[DONE]" {
+                    done = true;
+                } else {
+                    assert!(!done, "data after [DONE]");
+                    chunks.push(serde_json::from_str(data).unwrap());
+                }
+            }
+        }
+        (chunks, done)
+    }
+}
+
+pub fn greedy(content: &str, max_tokens: u32) -> Value {
+    json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": content}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+    })
+}
+
+/// Asserts an OpenAI-shaped error with this status and `param`.
+pub async fn assert_error(response: reqwest::Response, status: u16, param: Option<&str>) -> Value {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.unwrap();
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(error["type"].is_string(), "{body}");
+    if let Some(param) = param {
+        assert_eq!(error["param"], param, "{body}");
+    }
+    body
+}

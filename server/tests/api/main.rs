@@ -1,0 +1,10 @@
+//! The API test suite: one binary (so mistral.rs is linked once), one module per resource.
+
+mod chat;
+mod completions;
+mod errors;
+mod groups;
+mod helpers;
+mod ops;
+mod smollm2;
+mod streaming;

@@ -1,0 +1,33 @@
+//! The adapters table as the migration leaves it.
+
+use flywheel_store::{AdapterStatus, Error};
+
+use crate::helpers::on_each_backend;
+
+#[tokio::test]
+async fn the_base_model_is_adapter_version_zero_and_active() {
+    on_each_backend(|store| async move {
+        let base = store.get_adapter(0).await.unwrap();
+
+        assert_eq!(base.version, 0);
+        assert_eq!(base.algorithm, "base");
+        assert_eq!(base.status, AdapterStatus::Active);
+        assert_eq!(base.parent_version, None);
+        assert!(base.activated_at.is_some());
+        assert_eq!(store.active_adapter_version().await.unwrap(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unknown_adapter_version_is_not_found() {
+    on_each_backend(|store| async move {
+        let outcome = store.get_adapter(42).await;
+
+        assert!(
+            matches!(outcome, Err(Error::NotFound("adapter"))),
+            "{outcome:?}"
+        );
+    })
+    .await;
+}
