@@ -52,7 +52,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let name = args.served_model_name.clone().unwrap_or(default_name);
-    let generation = Generation::load(&source, name, 0)
+    let generation = Generation::load(&source, None, name, 0)
         .await
         .context("cannot load the model")?;
     let metrics = Metrics::new();

@@ -37,19 +37,28 @@ pub struct Generation {
 }
 
 impl Generation {
-    pub async fn load(source: &ModelSource, name: String, version: i64) -> Result<Generation> {
+    /// Loads the base model of `source` with `adapter` (a PEFT LoRA directory) merged in, if any.
+    /// `version` is the adapter version it will be reported as (0 = base model).
+    pub async fn load(
+        source: &ModelSource,
+        adapter: Option<&Path>,
+        name: String,
+        version: i64,
+    ) -> Result<Generation> {
         let started = std::time::Instant::now();
+        if adapter.is_some() && !matches!(source, ModelSource::HfDir(_)) {
+            bail!("LoRA adapters need an HF-format base directory (`flywheel model import` turns a GGUF into one)");
+        }
         let (model, tokenizer, eos) = match source {
             ModelSource::HfDir(dir) => {
-                let model = configure(TextModelBuilder::new(dir.to_string_lossy()))
-                    .build()
+                let model = super::loader::load_hf(dir, adapter)
                     .await
                     .with_context(|| format!("mistral.rs cannot load {}", dir.display()))?;
                 let (tokenizer, eos) = hf_tokenizer(dir)?;
                 (model, tokenizer, eos)
             }
             ModelSource::Gguf(file) => {
-                let model = load_gguf_f32(file)
+                let model = super::loader::load_gguf(file)
                     .await
                     .with_context(|| format!("mistral.rs cannot load {}", file.display()))?;
                 let (tokenizer, eos) = flywheel_trainer::gguf_tokenizer(file)
@@ -129,57 +138,6 @@ fn configure(builder: TextModelBuilder) -> TextModelBuilder {
     } else {
         builder.with_force_cpu()
     }
-}
-
-/// A GGUF file through mistral.rs's lower-level loader: `GgufModelBuilder` 0.8.1 hard-codes
-/// `ModelDType::Auto`, which means F16 activations on CPU; they are slower there and changed
-/// SmolLM2's greedy answers noticeably, so we ask for F32.
-async fn load_gguf_f32(file: &Path) -> Result<Model> {
-    use mistralrs::core::{GGUFLoaderBuilder, GGUFSpecificConfig, MistralRsBuilder};
-    use mistralrs::{
-        AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, SchedulerConfig,
-    };
-    let dir = file
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_string_lossy()
-        .into_owned();
-    let name = file
-        .file_name()
-        .context("GGUF path has no file name")?
-        .to_string_lossy()
-        .into_owned();
-    let loader = GGUFLoaderBuilder::new(
-        None,
-        None,
-        dir,
-        vec![name],
-        GGUFSpecificConfig { topology: None },
-        false,
-        None,
-    )
-    .build();
-    let device = mistralrs::best_device(!cfg!(feature = "cuda"))?;
-    let pipeline = loader.load_model_from_hf(
-        None,
-        TokenSource::None,
-        &ModelDType::F32,
-        &device,
-        true,
-        DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
-        None,
-        None,
-    )?;
-    let scheduler = SchedulerConfig::DefaultScheduler {
-        method: DefaultSchedulerMethod::Fixed(
-            std::num::NonZeroUsize::new(16).expect("16 is not zero"),
-        ),
-    };
-    let runner = MistralRsBuilder::new(pipeline, scheduler, false, None)
-        .with_no_prefix_cache(true)
-        .build()
-        .await;
-    Ok(Model::new(runner))
 }
 
 fn role_of(role: &str) -> TextMessageRole {

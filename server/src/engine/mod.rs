@@ -8,6 +8,7 @@
 
 mod detokenize;
 mod generation;
+mod loader;
 mod sample;
 pub mod sampler;
 pub mod stop;
@@ -162,6 +163,21 @@ impl Engine {
             .read()
             .expect("active generation lock poisoned")
             .clone()
+    }
+
+    /// Loads a new generation of the same base (with `adapter` merged in, if any) while the
+    /// current one keeps serving, then makes it the active one. On failure nothing changes.
+    pub async fn load_and_activate(
+        &self,
+        source: &crate::model_source::ModelSource,
+        adapter: Option<&std::path::Path>,
+        version: i64,
+    ) -> anyhow::Result<()> {
+        let name = self.active().name.clone();
+        let next = Generation::load(source, adapter, name, version).await?;
+        self.activate(next);
+        tracing::info!(version, "activated adapter version");
+        Ok(())
     }
 
     /// Makes `next` the generation new requests start on; running requests finish on theirs.

@@ -16,6 +16,7 @@ pub struct TestApp {
     pub address: String,
     pub store: Store,
     pub client: reqwest::Client,
+    pub engine: Engine,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -66,14 +67,14 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .unwrap()
     };
     store.migrate().await.unwrap();
-    let generation = Generation::load(&ModelSource::HfDir(tiny_model_dir()), MODEL.into(), 0)
+    let generation = Generation::load(&ModelSource::HfDir(tiny_model_dir()), None, MODEL.into(), 0)
         .await
         .unwrap();
     let metrics = Metrics::new();
     let engine = Engine::new(generation, options.engine, metrics.clone());
     let state = AppState {
         store: store.clone(),
-        engine,
+        engine: engine.clone(),
         metrics,
     };
     let app = api::router(
@@ -93,6 +94,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         address,
         store,
         client: reqwest::Client::new(),
+        engine: engine.clone(),
         _dirs: vec![data],
     }
 }

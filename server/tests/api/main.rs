@@ -5,6 +5,7 @@ mod completions;
 mod errors;
 mod groups;
 mod helpers;
+mod hot_swap;
 mod ops;
 mod smollm2;
 mod streaming;
