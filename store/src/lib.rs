@@ -4,26 +4,46 @@
 //! talks SQL. Each query is written once, with `$N` placeholders that both Postgres and SQLite accept,
 //! and runs on either backend through [`Store`].
 //!
-//! - `connect`: [`Store`] (a pool for one of the two backends), [`Store::connect`] from a URL,
-//!   migrations, health ping.
+//! - `connect`: [`Store`] (a pool for one of the two backends), [`Store::connect`] from a URL
+//!   (sized by [`PoolConfig`] through [`Store::connect_with`]), migrations, health ping.
 //! - `groups`: insert and read groups and their responses, list groups newest first.
 //! - `adapters`: the adapter versions (version 0 is the base model) and which one is active.
+//! - `judgments`: store judgments in all-or-nothing, idempotent batches; read and list them.
+//! - `judgment_types`: the judgment values and their parsed nouns (`Outcome`, `JudgmentSource`,
+//!   `IdempotencyKey`).
+//! - `assignments`: the annotation queue: which pair an annotator judges next, and its answer.
+//! - `agreement`: counts and speed per annotator, and the verdicts on pairs judged by several.
+//! - `api_keys`: API keys, stored as the sha256 of their secret, with their scopes.
+//! - `hash`: sha256 hex and the canonical JSON that request hashes are taken over.
 //! - `types`: the group and response values callers build and read back.
 //! - `text_enum`: the small string-backed enums (`kind`, `endpoint`, `status` columns).
 //! - `timestamp`: how a point in time is stored, so SQLite text timestamps sort as time.
 //! - `error`: [`Error`], the causes a caller can match on.
 
 mod adapters;
+mod agreement;
+mod api_keys;
+mod assignments;
 mod connect;
 mod error;
 mod groups;
+mod hash;
+mod judgment_types;
+mod judgments;
 mod text_enum;
 mod timestamp;
 mod types;
 
 pub use adapters::{Adapter, AdapterStatus};
-pub use connect::{Backend, Store, DEFAULT_SQLITE_URL};
+pub use agreement::{AnnotatorStats, SharedJudgment};
+pub use api_keys::{hash_api_key, ApiKey, Scope};
+pub use assignments::Assignment;
+pub use connect::{Backend, PoolConfig, Store, DEFAULT_SQLITE_URL};
 pub use error::{Error, Result};
+pub use judgment_types::{
+    IdempotencyKey, Judgment, JudgmentFilter, JudgmentSource, NewJudgment, Outcome,
+    MAX_JUDGMENT_BATCH, MAX_KEY_CHARS,
+};
 pub use types::{
     Endpoint, Group, GroupFilter, GroupKind, GroupWithResponses, NewGroup, NewResponse, Response,
     MAX_LIST_LIMIT,

@@ -1,6 +1,6 @@
 //! Opening a store: URLs, migrations, health.
 
-use flywheel_store::{Backend, Error, Store};
+use flywheel_store::{Backend, Error, PoolConfig, Store};
 
 use crate::helpers::{group, on_each_backend};
 
@@ -62,4 +62,33 @@ async fn an_unknown_url_scheme_is_invalid() {
     };
     assert!(message.contains("mysql"), "{message}");
     assert!(message.contains("postgres://"), "{message}");
+}
+
+#[tokio::test]
+async fn a_store_of_one_connection_serves_concurrent_calls_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("one.db").display());
+    let config = PoolConfig { max_connections: 1 };
+
+    let store = Store::connect_with(&url, &config).await.unwrap();
+    store.migrate().await.unwrap();
+    let g = group();
+    store.insert_group(&g).await.unwrap();
+    let (first, second) = tokio::join!(store.get_group(g.id), store.get_group(g.id));
+
+    assert_eq!(first.unwrap().responses.len(), 2);
+    assert_eq!(second.unwrap().responses.len(), 2);
+}
+
+#[tokio::test]
+async fn a_pool_of_zero_connections_is_invalid() {
+    let config = PoolConfig { max_connections: 0 };
+
+    let outcome = Store::connect_with("sqlite::memory:", &config).await;
+
+    assert!(
+        matches!(outcome, Err(Error::Invalid(ref m)) if m.starts_with("`max_connections`")),
+        "{:?}",
+        outcome.err()
+    );
 }

@@ -1,7 +1,12 @@
 //! Store tests: one binary, each test body run once on SQLite and once on Postgres.
 
 mod adapters;
+mod agreement;
+mod api_keys;
 mod connect;
 mod groups;
 mod helpers;
+mod judgment_list;
+mod judgments;
 mod list;
+mod queue;
