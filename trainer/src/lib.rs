@@ -3,10 +3,43 @@
 //! # Layout
 //! - `model_files`: model directories on disk in the Hugging Face layout mistral.rs loads: a tiny
 //!   random-weight Llama for tests ([`write_tiny_llama`]) and GGUF → HF import ([`import_gguf`]).
+//! - `model`: the llama-family policy ([`Model`]) from differentiable candle ops, frozen base weights,
+//!   LoRA ([`LoraConfig`]); [`Adapter`] picks π_ref (off), π_θ (trainable) or a frozen π_t per pass.
+//! - `logprobs`: per-token and summed response log-probs ([`sequence_logprobs`]).
+//! - `objectives`: the [`Objective`] trait and one file per loss ([`Sppo`], [`Inpo`], [`Dpo`], [`Ipo`],
+//!   [`Rpo`]), as `research/algorithms.md` defines them.
+//! - `preference`: win-rates from pairwise judgments (counting with ties, Bradley–Terry).
+//! - `data`: judged groups → best-versus-worst pairs with win-rates ([`build_pairs`]).
+//! - `grad`: per-sequence backward, with optional per-layer recomputation.
+//! - `optim`: AdamW on the LoRA parameters, clipping, warmup + decay ([`OptimConfig`]).
+//! - `train`: frozen log-probs once per pair, then [`Trainer::step`].
+//! - `adapter`: PEFT adapter files, written atomically with a sha256 ([`write_adapter`]).
+//! - `guards` (tests only): the autograd guards of `research/trainer.md` §7 on the tiny model.
+//! - `error`: [`Error`], the enum every fallible function here returns (except `model_files`).
 
+pub mod adapter;
+pub mod data;
+mod error;
+mod grad;
+#[cfg(test)]
+mod guards;
+pub mod logprobs;
+pub mod model;
 pub mod model_files;
+pub mod objectives;
+pub mod optim;
+pub mod preference;
+pub mod train;
 
+pub use adapter::{read_adapter, write_adapter, AdapterConfig};
+pub use data::{build_pairs, group_pair, Candidate, JudgedGroup, PairSelection};
+pub use error::{Error, Result};
+pub use logprobs::{sequence_logprobs, Sequence, SequenceLogprobs};
+pub use model::{Adapter, Config, LoraConfig, LoraModule, LoraWeights, Model};
 pub use model_files::{
     gguf_tokenizer, import_gguf, write_tiny_llama, ImportSummary, ModelFileError, IMPORT_MARKER,
     TINY_SPECIAL_TOKENS,
 };
+pub use objectives::{Dpo, Inpo, Ipo, Objective, PairBatch, Reference, Rpo, Sppo, SppoVariant};
+pub use optim::{OptimConfig, Schedule};
+pub use train::{prepare_pairs, PairExample, PreparedPair, StepMetrics, TrainConfig, Trainer};

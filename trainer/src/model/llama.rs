@@ -1,0 +1,434 @@
+//! A llama-family causal LM (Llama/SmolLM2, Mistral, Qwen2) for training, from differentiable ops only.
+//!
+//! Architecture as in Hugging Face `modeling_llama.py` (rotate-half RoPE, RMSNorm, SwiGLU MLP, GQA);
+//! Qwen2 adds q/k/v biases, Mistral an optional sliding window. candle's fused `rms_norm`,
+//! `softmax_last_dim` and `rope` drop gradients silently (`research/trainer.md` §1), so norm, softmax
+//! and RoPE are written out here from primitives, and projections go through [`FrozenLinear`] so frozen
+//! weights hold no gradients.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+use super::frozen::FrozenLinear;
+use super::lora::{LoraConfig, LoraLinear, LoraModule, LoraPass};
+use crate::{Error, Result};
+
+/// The `config.json` fields we use, under their Hugging Face names.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub model_type: Option<String>,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_rope_theta")]
+    pub rope_theta: f64,
+    pub vocab_size: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Llama's switch for q/k/v/o biases; Qwen2 always has q/k/v biases.
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Qwen2 only uses its `sliding_window` when this is set.
+    #[serde(default)]
+    pub use_sliding_window: Option<bool>,
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    pub hidden_act: Option<String>,
+}
+
+fn default_rope_theta() -> f64 {
+    10_000.0
+}
+
+impl Config {
+    /// Reads and checks `dir/config.json`.
+    ///
+    /// # Errors
+    /// `Error::Config` for an unreadable file or a feature we do not implement (RoPE scaling, a
+    /// non-SiLU activation, heads that do not divide).
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::Config(format!("cannot read `{}`: {e}", path.display())))?;
+        let config: Self = serde_json::from_str(&text)
+            .map_err(|e| Error::Config(format!("`{}`: {e}", path.display())))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
+            return Err(Error::Config("rope_scaling is not supported".into()));
+        }
+        if let Some(act) = self.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(Error::Config(format!("hidden_act `{act}` (only silu)")));
+        }
+        if self.kv_heads() == 0 || !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
+            return Err(Error::Config(
+                "heads not a multiple of key/value heads".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    fn qkv_bias(&self) -> bool {
+        self.attention_bias || self.model_type.as_deref() == Some("qwen2")
+    }
+
+    fn window(&self) -> Option<usize> {
+        match self.model_type.as_deref() {
+            Some("qwen2") if self.use_sliding_window != Some(true) => None,
+            _ => self.sliding_window,
+        }
+    }
+}
+
+/// Per-sequence constants shared by every layer: RoPE tables and the causal mask.
+pub(crate) struct Frame {
+    cos: Tensor,
+    sin: Tensor,
+    mask: Tensor,
+}
+
+impl Frame {
+    fn new(cfg: &Config, len: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let dim = cfg.head_dim();
+        let inv_freq: Vec<f64> = (0..dim / 2)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / dim as f64))
+            .collect();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, dim / 2), device)?;
+        let pos = Tensor::arange(0u32, len as u32, device)?
+            .to_dtype(DType::F64)?
+            .reshape((len, 1))?;
+        let freqs = pos.broadcast_mul(&inv_freq)?;
+        let freqs = Tensor::cat(&[&freqs, &freqs], 1)?;
+        // A large finite value rather than -inf keeps `0 · inf` NaNs out of the backward pass.
+        let window = cfg.window().unwrap_or(usize::MAX);
+        let mask: Vec<f64> = (0..len * len)
+            .map(|k| {
+                let (i, j) = (k / len, k % len);
+                if j > i || i - j >= window {
+                    -1e9
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Ok(Self {
+            cos: freqs.cos()?.to_dtype(dtype)?,
+            sin: freqs.sin()?.to_dtype(dtype)?,
+            mask: Tensor::from_vec(mask, (len, len), device)?.to_dtype(dtype)?,
+        })
+    }
+}
+
+/// `x / sqrt(mean(x²) + eps) · w`, written out so it keeps its backward.
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn load(size: usize, eps: f64, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
+        x.broadcast_div(&rms)?.broadcast_mul(&self.weight)
+    }
+}
+
+/// Rotate-half RoPE (HF layout): `x·cos + rotate_half(x)·sin`; `x` is [b, heads, t, d].
+fn rope(x: &Tensor, frame: &Frame) -> candle_core::Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    x.broadcast_mul(&frame.cos)? + rotated.broadcast_mul(&frame.sin)?
+}
+
+/// Softmax over the last dimension from primitives (`softmax_last_dim` has no backward).
+fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let exp = x.broadcast_sub(&max)?.exp()?;
+    exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: LoraLinear,
+    up_proj: LoraLinear,
+    down_proj: LoraLinear,
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: LoraLinear,
+    k_proj: LoraLinear,
+    v_proj: LoraLinear,
+    o_proj: LoraLinear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+}
+
+/// One transformer block; public within the crate so training can recompute it layer by layer.
+#[derive(Debug, Clone)]
+pub(crate) struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// Builds `LoraLinear`s named after their checkpoint tensors, registering the adapted ones.
+struct Builder<'a> {
+    lora: &'a LoraConfig,
+    modules: Vec<LoraModule>,
+}
+
+impl Builder<'_> {
+    fn linear(
+        &mut self,
+        (in_dim, out_dim): (usize, usize),
+        bias: bool,
+        vb: &VarBuilder,
+        name: &str,
+    ) -> candle_core::Result<LoraLinear> {
+        let vb = vb.pp(name);
+        let base = FrozenLinear::load(in_dim, out_dim, bias, vb.clone())?;
+        let path = vb.prefix();
+        Ok(LoraLinear::new(
+            base,
+            path,
+            name,
+            self.lora,
+            &mut self.modules,
+        ))
+    }
+}
+
+impl Mlp {
+    fn new(cfg: &Config, b: &mut Builder, vb: &VarBuilder) -> candle_core::Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: b.linear((h, i), false, vb, "gate_proj")?,
+            up_proj: b.linear((h, i), false, vb, "up_proj")?,
+            down_proj: b.linear((i, h), false, vb, "down_proj")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, pass: &LoraPass) -> candle_core::Result<Tensor> {
+        let gate = self.gate_proj.forward(x, pass)?.silu()?;
+        let up = self.up_proj.forward(x, pass)?;
+        self.down_proj.forward(&(gate * up)?, pass)
+    }
+}
+
+impl Attention {
+    fn new(cfg: &Config, b: &mut Builder, vb: &VarBuilder) -> candle_core::Result<Self> {
+        let (h, d) = (cfg.hidden_size, cfg.head_dim());
+        let (heads, kv_heads) = (cfg.num_attention_heads, cfg.kv_heads());
+        let bias = cfg.qkv_bias();
+        Ok(Self {
+            q_proj: b.linear((h, heads * d), bias, vb, "q_proj")?,
+            k_proj: b.linear((h, kv_heads * d), bias, vb, "k_proj")?,
+            v_proj: b.linear((h, kv_heads * d), bias, vb, "v_proj")?,
+            o_proj: b.linear((heads * d, h), cfg.attention_bias, vb, "o_proj")?,
+            heads,
+            kv_heads,
+            head_dim: d,
+        })
+    }
+
+    /// `x` [b, t, hidden] → [b, t, hidden], causal over the whole sequence.
+    fn forward(&self, x: &Tensor, frame: &Frame, pass: &LoraPass) -> candle_core::Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let split = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
+            y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)
+        };
+        let q = rope(&split(self.q_proj.forward(x, pass)?, self.heads)?, frame)?;
+        let k = rope(&split(self.k_proj.forward(x, pass)?, self.kv_heads)?, frame)?;
+        let v = split(self.v_proj.forward(x, pass)?, self.kv_heads)?;
+        let (k, v) = (self.repeat_kv(k)?, self.repeat_kv(v)?.contiguous()?);
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&frame.mask)?;
+        let y = softmax(&scores)?.matmul(&v)?;
+        let y = y
+            .transpose(1, 2)?
+            .reshape((b, t, self.heads * self.head_dim))?;
+        self.o_proj.forward(&y, pass)
+    }
+
+    /// [b, kv_heads, t, d] → [b, heads, t, d], each key/value head shared by `heads / kv_heads`.
+    fn repeat_kv(&self, x: Tensor) -> candle_core::Result<Tensor> {
+        let n = self.heads / self.kv_heads;
+        if n == 1 {
+            return Ok(x);
+        }
+        let (b, kv, t, d) = x.dims4()?;
+        Tensor::cat(&vec![&x; n], 2)?.reshape((b, kv * n, t, d))
+    }
+}
+
+impl DecoderLayer {
+    fn new(cfg: &Config, b: &mut Builder, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        Ok(Self {
+            input_layernorm: RmsNorm::load(h, eps, vb.pp("input_layernorm"))?,
+            self_attn: Attention::new(cfg, b, &vb.pp("self_attn"))?,
+            post_attention_layernorm: RmsNorm::load(h, eps, vb.pp("post_attention_layernorm"))?,
+            mlp: Mlp::new(cfg, b, &vb.pp("mlp"))?,
+        })
+    }
+
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        frame: &Frame,
+        pass: &LoraPass,
+    ) -> candle_core::Result<Tensor> {
+        let residual = x;
+        let x = self.input_layernorm.forward(x)?;
+        let x = (self.self_attn.forward(&x, frame, pass)? + residual)?;
+        let residual = &x;
+        let x = self.post_attention_layernorm.forward(&x)?;
+        self.mlp.forward(&x, pass)? + residual
+    }
+}
+
+/// The frozen base model with its LoRA module list; adapters are supplied per pass.
+#[derive(Debug, Clone)]
+pub(crate) struct Llama {
+    pub(crate) config: Config,
+    embed_tokens: Tensor,
+    pub(crate) layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: FrozenLinear,
+    pub(crate) modules: Vec<LoraModule>,
+    dtype: DType,
+    device: Device,
+}
+
+impl Llama {
+    pub(crate) fn new(config: Config, lora: &LoraConfig, vb: VarBuilder) -> Result<Self> {
+        let mut builder = Builder {
+            lora,
+            modules: Vec::new(),
+        };
+        let (h, v) = (config.hidden_size, config.vocab_size);
+        let embed_tokens = vb.pp("model.embed_tokens").get((v, h), "weight")?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| DecoderLayer::new(&config, &mut builder, vb.pp(format!("model.layers.{i}"))))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(h, config.rms_norm_eps, vb.pp("model.norm"))?;
+        let lm_head = if config.tie_word_embeddings {
+            FrozenLinear::new(embed_tokens.clone(), None)
+        } else {
+            FrozenLinear::load(h, v, false, vb.pp("lm_head"))?
+        };
+        Ok(Self {
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            modules: builder.modules,
+            dtype: vb.dtype(),
+            device: vb.device().clone(),
+        })
+    }
+
+    pub(crate) fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub(crate) fn frame(&self, len: usize) -> Result<Frame> {
+        Frame::new(&self.config, len, self.dtype, &self.device)
+    }
+
+    /// Token ids [t] → embeddings [1, t, hidden].
+    pub(crate) fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::new(ids, &self.device)?;
+        Ok(self.embed_tokens.index_select(&ids, 0)?.unsqueeze(0)?)
+    }
+
+    /// Final norm then the LM head, on hidden states [1, n, hidden] → logits [1, n, vocab].
+    pub(crate) fn head(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(&self.norm.forward(hidden)?)?)
+    }
+
+    #[cfg(test)]
+    /// Every base-model tensor (weights, biases, norms), for checks that training leaves them alone.
+    pub(crate) fn base_tensors(&self) -> Vec<Tensor> {
+        let mut out = vec![self.embed_tokens.clone(), self.norm.weight.clone()];
+        out.extend(self.lm_head.tensors());
+        for layer in &self.layers {
+            let a = &layer.self_attn;
+            let m = &layer.mlp;
+            out.push(layer.input_layernorm.weight.clone());
+            out.push(layer.post_attention_layernorm.weight.clone());
+            for p in [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj] {
+                out.extend(p.base().tensors());
+            }
+            for p in [&m.gate_proj, &m.up_proj, &m.down_proj] {
+                out.extend(p.base().tensors());
+            }
+        }
+        out
+    }
+}
+
+/// The safetensors files of an HF model directory (`model.safetensors` or the shards).
+pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let read = std::fs::read_dir(dir)
+        .map_err(|e| Error::Config(format!("cannot list `{}`: {e}", dir.display())))?;
+    let mut files: Vec<PathBuf> = read
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("model"))
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::Config(format!(
+            "no model*.safetensors in `{}`",
+            dir.display()
+        )));
+    }
+    Ok(files)
+}

@@ -1,0 +1,238 @@
+//! LoRA on frozen projections: `y = x·Wᵀ + (α/r)·dropout(x)·Aᵀ·Bᵀ`, as PEFT defines it.
+//!
+//! `A` [r, in] starts kaiming-uniform (PEFT's `a = √5`, i.e. U(±1/√in)) and `B` [out, r] at zero, so
+//! a fresh adapter is the base model exactly. The trainable weights are `Var`s held by the model; the
+//! base weights are plain tensors and never become `Var`s.
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::frozen::FrozenLinear;
+
+/// The projections LoRA can target, by their Hugging Face module names.
+pub const ATTENTION_MODULES: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
+/// The MLP projections, for `LoraConfig::target_modules` when the MLP is adapted too.
+pub const MLP_MODULES: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
+
+/// LoRA hyperparameters; `Default` is r = 16, α = 32, no dropout, attention projections only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    /// Probability of zeroing an input element of the LoRA branch (training passes only).
+    pub dropout: f64,
+    /// Module names (`q_proj`, …, `down_proj`) that get an adapter.
+    pub target_modules: Vec<String>,
+    /// Seeds `A`'s initialisation.
+    pub seed: u64,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            rank: 16,
+            alpha: 32.0,
+            dropout: 0.0,
+            target_modules: ATTENTION_MODULES.iter().map(|m| m.to_string()).collect(),
+            seed: 0,
+        }
+    }
+}
+
+impl LoraConfig {
+    /// `α / r`, the factor on the LoRA branch.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+
+    pub(crate) fn targets(&self, module: &str) -> bool {
+        self.target_modules.iter().any(|m| m == module)
+    }
+}
+
+/// One adapted projection's name and sizes; `name` is the PEFT prefix, e.g.
+/// `model.layers.0.self_attn.q_proj`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoraModule {
+    pub name: String,
+    pub in_dim: usize,
+    pub out_dim: usize,
+}
+
+/// Fixed (non-trainable) LoRA weights in module order, e.g. the previous iterate π_t.
+#[derive(Debug, Clone)]
+pub struct LoraWeights {
+    /// `(A [r, in], B [out, r])` per module, in [`crate::Model::lora_modules`] order.
+    pub(crate) pairs: Vec<(Tensor, Tensor)>,
+}
+
+impl LoraWeights {
+    /// `(A [r, in], B [out, r])` per module, in [`crate::Model::lora_modules`] order, in the model's
+    /// dtype (checked when the weights are used by [`crate::Model::set_trainable`]).
+    pub fn from_pairs(pairs: Vec<(Tensor, Tensor)>) -> Self {
+        Self { pairs }
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// `(A, B)` of module `index`.
+    pub fn pair(&self, index: usize) -> Option<(&Tensor, &Tensor)> {
+        self.pairs.get(index).map(|(a, b)| (a, b))
+    }
+}
+
+/// The trainable `Var`s, in module order.
+#[derive(Debug)]
+pub(crate) struct LoraVars {
+    pub(crate) pairs: Vec<(Var, Var)>,
+}
+
+impl LoraVars {
+    /// A kaiming-uniform, B zero, seeded by `seed`.
+    pub(crate) fn init(
+        modules: &[LoraModule],
+        rank: usize,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut pairs = Vec::with_capacity(modules.len());
+        for m in modules {
+            let bound = 1.0 / (m.in_dim as f64).sqrt();
+            let a: Vec<f64> = (0..rank * m.in_dim)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
+            let a = Tensor::from_vec(a, (rank, m.in_dim), device)?.to_dtype(dtype)?;
+            let b = Tensor::zeros((m.out_dim, rank), dtype, device)?;
+            pairs.push((Var::from_tensor(&a)?, Var::from_tensor(&b)?));
+        }
+        Ok(Self { pairs })
+    }
+
+    /// Copies of the current values. Copies, not `detach()`: a detached tensor shares the `Var`'s
+    /// storage, and `Var::set` writes in place, so a detached "snapshot" would follow training.
+    pub(crate) fn snapshot(&self) -> candle_core::Result<LoraWeights> {
+        let pairs = self
+            .pairs
+            .iter()
+            .map(|(a, b)| {
+                Ok((
+                    a.as_tensor().detach().copy()?,
+                    b.as_tensor().detach().copy()?,
+                ))
+            })
+            .collect::<candle_core::Result<_>>()?;
+        Ok(LoraWeights { pairs })
+    }
+}
+
+/// Where a forward pass takes its LoRA weights from (resolved per pass).
+pub(crate) enum LoraSource<'a> {
+    Off,
+    /// The trainable `Var`s; `grad: false` uses detached copies so no graph is recorded.
+    Vars {
+        vars: &'a LoraVars,
+        grad: bool,
+    },
+    Fixed(&'a LoraWeights),
+}
+
+/// Per-pass LoRA settings shared by every adapted projection.
+pub(crate) struct LoraPass<'a> {
+    pub(crate) source: LoraSource<'a>,
+    pub(crate) scale: f64,
+    /// `(p, seed)` when dropout is on for this pass; each module derives its mask from
+    /// `seed` and its index, so a recomputed layer sees the same mask.
+    pub(crate) dropout: Option<(f64, u64)>,
+}
+
+impl LoraPass<'_> {
+    fn pair(&self, index: usize) -> Option<(Tensor, Tensor)> {
+        match &self.source {
+            LoraSource::Off => None,
+            LoraSource::Vars { vars, grad } => vars.pairs.get(index).map(|(a, b)| {
+                if *grad {
+                    (a.as_tensor().clone(), b.as_tensor().clone())
+                } else {
+                    (a.as_tensor().detach(), b.as_tensor().detach())
+                }
+            }),
+            LoraSource::Fixed(w) => w.pairs.get(index).cloned(),
+        }
+    }
+}
+
+/// A frozen projection with an optional LoRA branch (`index` into the model's module list).
+#[derive(Debug, Clone)]
+pub(crate) struct LoraLinear {
+    base: FrozenLinear,
+    index: Option<usize>,
+}
+
+impl LoraLinear {
+    /// Wraps `base`; registers it in `modules` under `name` when `config` targets `short_name`.
+    pub(crate) fn new(
+        base: FrozenLinear,
+        name: String,
+        short_name: &str,
+        config: &LoraConfig,
+        modules: &mut Vec<LoraModule>,
+    ) -> Self {
+        let index = config.targets(short_name).then(|| {
+            let (in_dim, out_dim) = base.dims();
+            modules.push(LoraModule {
+                name,
+                in_dim,
+                out_dim,
+            });
+            modules.len() - 1
+        });
+        Self { base, index }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn base(&self) -> &FrozenLinear {
+        &self.base
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, pass: &LoraPass) -> candle_core::Result<Tensor> {
+        let base = self.base.forward(x)?;
+        let Some(index) = self.index else {
+            return Ok(base);
+        };
+        let Some((a, b)) = pass.pair(index) else {
+            return Ok(base);
+        };
+        let x = match pass.dropout {
+            Some((p, seed)) if p > 0.0 => dropout(x, p, seed ^ ((index as u64 + 1) << 32))?,
+            _ => x.clone(),
+        };
+        let lora = x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
+        base + (lora * pass.scale)?
+    }
+}
+
+/// Inverted dropout with a mask drawn from `seed` (not candle's unseedable device RNG).
+fn dropout(x: &Tensor, p: f64, seed: u64) -> candle_core::Result<Tensor> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| {
+            if rng.random::<f64>() < p {
+                0.0
+            } else {
+                keep as f32
+            }
+        })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    x * mask
+}

@@ -1,0 +1,291 @@
+//! Training steps on preference pairs: frozen log-probs once per example, then AdamW on the adapter.
+//!
+//! A step evaluates the objective on the pairs' summed log-probs, takes `∂L/∂ℓ` on that small graph,
+//! and back-propagates each sequence alone with its weight (`grad`). Micro-batches accumulate into one
+//! optimiser step every `grad_accumulation` calls.
+
+use candle_core::{DType, Device, Tensor, Var};
+
+use crate::grad::{accumulate_sequence, LoraGrads};
+use crate::logprobs::{response_logprobs, sequence_logprobs, Sequence};
+use crate::model::{Adapter, Model};
+use crate::objectives::{Objective, PairBatch, Reference};
+use crate::optim::{AdamW, OptimConfig};
+use crate::{Error, Result};
+
+/// A (chosen, rejected) pair of responses to one prompt, with SPPO's win-rates when known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairExample {
+    pub chosen: Sequence,
+    pub rejected: Sequence,
+    /// P̂(y ≻ π_t) of (chosen, rejected), for SPPO soft.
+    pub win_rates: Option<[f64; 2]>,
+}
+
+/// A pair with its frozen log-probs, computed once (no graph).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedPair {
+    pub example: PairExample,
+    /// Under the objective's [`Reference`] policy.
+    pub reference: [f64; 2],
+    /// Under π_t, when the objective needs it besides.
+    pub previous: Option<[f64; 2]>,
+}
+
+/// Computes each example's frozen log-probs once, without a graph. `previous` is π_t, the policy that
+/// sampled the data: `Adapter::Off` when that was the base model (version 0), `Adapter::Fixed` with the
+/// parent adapter's weights otherwise.
+///
+/// # Errors
+/// `Error::Setting` when `previous` is `Adapter::Trainable` (it moves during training, π_t must not);
+/// shape errors from the sequences.
+pub fn prepare_pairs(
+    model: &Model,
+    objective: &dyn Objective,
+    examples: Vec<PairExample>,
+    previous: Adapter,
+) -> Result<Vec<PreparedPair>> {
+    if matches!(previous, Adapter::Trainable) {
+        return Err(Error::Setting(
+            "π_t must be frozen: pass the parent adapter as Adapter::Fixed (or Off for the base)"
+                .into(),
+        ));
+    }
+    let reference = match objective.reference() {
+        Reference::Base => Adapter::Off,
+        Reference::Previous => previous,
+    };
+    let logprob_pair = |e: &PairExample, adapter| -> Result<[f64; 2]> {
+        Ok([
+            sequence_logprobs(model, &e.chosen, adapter)?.sum,
+            sequence_logprobs(model, &e.rejected, adapter)?.sum,
+        ])
+    };
+    examples
+        .into_iter()
+        .map(|example| {
+            let previous = if objective.needs_previous() {
+                Some(logprob_pair(&example, previous)?)
+            } else {
+                None
+            };
+            Ok(PreparedPair {
+                reference: logprob_pair(&example, reference)?,
+                previous,
+                example,
+            })
+        })
+        .collect()
+}
+
+/// Settings of a training run besides the objective.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainConfig {
+    pub optim: OptimConfig,
+    /// Micro-batches per optimiser step.
+    pub grad_accumulation: usize,
+    /// Recompute layer by layer in the backward pass (bounded activation memory, one more forward).
+    pub checkpoint: bool,
+    /// Seeds LoRA dropout masks.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            optim: OptimConfig::default(),
+            grad_accumulation: 1,
+            checkpoint: false,
+            seed: 0,
+        }
+    }
+}
+
+/// Metrics of one micro-batch (`grad_norm`/`lr` only when it completed an optimiser step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepMetrics {
+    pub loss: f64,
+    /// Mean log π_θ − log π_reference over chosen responses.
+    pub chosen_logratio: f64,
+    pub rejected_logratio: f64,
+    /// Mean chosen-minus-rejected log-ratio (DPO's implicit reward margin / β).
+    pub margin: f64,
+    pub grad_norm: Option<f64>,
+    pub lr: Option<f64>,
+}
+
+/// Trains the model's adapter with one objective.
+pub struct Trainer<'m> {
+    model: &'m Model,
+    objective: Box<dyn Objective + 'm>,
+    config: TrainConfig,
+    optimizer: AdamW,
+    pending: LoraGrads,
+    micro: usize,
+    calls: u64,
+}
+
+impl<'m> Trainer<'m> {
+    /// # Errors
+    /// `Error::Setting` for out-of-range optimiser settings or zero accumulation.
+    pub fn new(
+        model: &'m Model,
+        objective: Box<dyn Objective + 'm>,
+        config: TrainConfig,
+    ) -> Result<Self> {
+        if config.grad_accumulation == 0 {
+            return Err(Error::Setting(
+                "grad_accumulation must be at least 1".into(),
+            ));
+        }
+        Ok(Self {
+            optimizer: AdamW::new(config.optim, model.trainable_vars().len())?,
+            pending: LoraGrads::new(model),
+            model,
+            objective,
+            config,
+            micro: 0,
+            calls: 0,
+        })
+    }
+
+    /// Gradients of the mean loss over `pairs`, added to the pending accumulation; an optimiser step
+    /// when the accumulation is complete.
+    ///
+    /// # Errors
+    /// `Error::NoData` for an empty batch; `Error::Shape` for a batch missing an input the objective
+    /// needs.
+    pub fn step(&mut self, pairs: &[PreparedPair]) -> Result<StepMetrics> {
+        let seed = self
+            .config
+            .seed
+            .wrapping_add(self.calls.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.calls += 1;
+        let options = GradOptions {
+            scale: 1.0 / self.config.grad_accumulation as f64,
+            dropout_seed: Some(seed),
+            checkpoint: self.config.checkpoint,
+        };
+        let (loss, policy) = accumulate_gradients(
+            self.model,
+            self.objective.as_ref(),
+            pairs,
+            options,
+            &mut self.pending,
+        )?;
+        self.micro += 1;
+        let mut metrics = metrics(loss, pairs, &policy);
+        if self.micro == self.config.grad_accumulation {
+            let vars = self.model.trainable_vars();
+            let stats = self.optimizer.step(&vars, &self.pending.grads)?;
+            self.pending = LoraGrads::new(self.model);
+            self.micro = 0;
+            metrics.grad_norm = Some(stats.grad_norm);
+            metrics.lr = Some(stats.lr);
+        }
+        Ok(metrics)
+    }
+}
+
+/// How [`accumulate_gradients`] runs its backward passes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GradOptions {
+    /// Multiplies the gradients (1 / accumulation steps).
+    pub(crate) scale: f64,
+    pub(crate) dropout_seed: Option<u64>,
+    pub(crate) checkpoint: bool,
+}
+
+/// Adds `scale · ∂L/∂θ` for the mean loss over `pairs` to `grads`; returns the loss and the policy's
+/// summed log-probs (chosen, rejected per pair).
+///
+/// Without `checkpoint`: one forward per sequence with its graph kept, the loss on the stacked sums,
+/// one backward (memory: the whole batch's graph). With it: a graph-free forward for the sums, `∂L/∂ℓ_i`
+/// on a tiny graph, then each sequence's recomputed backward weighted by it (memory: one layer).
+pub(crate) fn accumulate_gradients(
+    model: &Model,
+    objective: &dyn Objective,
+    pairs: &[PreparedPair],
+    options: GradOptions,
+    grads: &mut LoraGrads,
+) -> Result<(f64, Vec<f64>)> {
+    if pairs.is_empty() {
+        return Err(Error::NoData("an empty batch".into()));
+    }
+    let seqs: Vec<&Sequence> = pairs
+        .iter()
+        .flat_map(|p| [&p.example.chosen, &p.example.rejected])
+        .collect();
+    let batch = pair_batch(pairs)?;
+    // Each sequence's dropout mask comes from its own seed, so a recomputation sees the same mask.
+    let seed = |i: usize| options.dropout_seed.map(|s| s ^ ((i as u64 + 1) << 40));
+    let sums = |grad: bool| -> Result<Tensor> {
+        let sums = seqs
+            .iter()
+            .enumerate()
+            .map(|(i, seq)| {
+                let pass = model.pass(Adapter::Trainable, grad, seed(i));
+                let sum = response_logprobs(model, seq, &pass)?.sum_all()?;
+                Ok(sum.to_dtype(DType::F64)?.to_device(&Device::Cpu)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&sums, 0)?.reshape((pairs.len(), 2))?)
+    };
+    if !options.checkpoint {
+        let policy = sums(true)?;
+        let loss = objective.loss(&policy, &batch)?;
+        grads.add_from(
+            &model.trainable_vars(),
+            &(&loss * options.scale)?.backward()?,
+        )?;
+        return Ok((loss.to_scalar()?, policy.flatten_all()?.to_vec1()?));
+    }
+    let policy = Var::from_tensor(&sums(false)?)?;
+    let loss = objective.loss(policy.as_tensor(), &batch)?;
+    let weights: Vec<f64> = match loss.backward()?.get(policy.as_tensor()) {
+        Some(g) => g.flatten_all()?.to_vec1()?,
+        None => vec![0.0; seqs.len()],
+    };
+    for (i, seq) in seqs.iter().enumerate() {
+        let weight = weights[i] * options.scale;
+        accumulate_sequence(model, seq, weight, seed(i), true, grads)?;
+    }
+    Ok((loss.to_scalar()?, policy.flatten_all()?.to_vec1()?))
+}
+
+/// The batch's fixed inputs as [n, 2] f64 tensors on the CPU.
+fn pair_batch(pairs: &[PreparedPair]) -> Result<PairBatch> {
+    let device = &Device::Cpu;
+    let n = pairs.len();
+    let rows = |f: &dyn Fn(&PreparedPair) -> Option<[f64; 2]>| -> Result<Option<Tensor>> {
+        let values: Option<Vec<[f64; 2]>> = pairs.iter().map(f).collect();
+        Ok(values
+            .map(|v| Tensor::from_vec(v.concat(), (n, 2), device))
+            .transpose()?)
+    };
+    let lengths = |s: &Sequence| s.response.len() as f64;
+    let both = |p: &PreparedPair| Some([lengths(&p.example.chosen), lengths(&p.example.rejected)]);
+    Ok(PairBatch {
+        reference: rows(&|p| Some(p.reference))?.expect("every pair has reference log-probs"),
+        previous: rows(&|p| p.previous)?,
+        win_rates: rows(&|p| p.example.win_rates)?,
+        lengths: rows(&both)?.expect("every pair has lengths"),
+    })
+}
+
+fn metrics(loss: f64, pairs: &[PreparedPair], policy: &[f64]) -> StepMetrics {
+    let n = pairs.len() as f64;
+    let (mut chosen, mut rejected) = (0.0, 0.0);
+    for (i, p) in pairs.iter().enumerate() {
+        chosen += policy[2 * i] - p.reference[0];
+        rejected += policy[2 * i + 1] - p.reference[1];
+    }
+    StepMetrics {
+        loss,
+        chosen_logratio: chosen / n,
+        rejected_logratio: rejected / n,
+        margin: (chosen - rejected) / n,
+        grad_norm: None,
+        lr: None,
+    }
+}
