@@ -4,6 +4,7 @@ engine in-process and llama.cpp (llama-cpp-python, built here) on the same GGUF,
 same machine, at concurrency 1 and 8. Prints one table; paste it into bench/RESULTS.md.
 
     python3 bench/serve_bench.py [--requests 16] [--max-tokens 64]
+    FLYWHEEL_BIN=... BARE_ENGINE_BIN=... python3 bench/serve_bench.py   # prebuilt binaries
 
 Needs: a release build (`cargo build --release`), Postgres on 127.0.0.1:5432, and network access to
 PyPI the first time (it makes a venv with llama-cpp-python under ~/.cache/flywheel/bench-venv).
@@ -25,6 +26,9 @@ import uuid
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CACHE = pathlib.Path(os.environ.get("FLYWHEEL_CACHE", pathlib.Path.home() / ".cache" / "flywheel"))
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+# Prebuilt binaries may be named instead (e.g. copies, so a rebuild during the run cannot swap them).
+FLYWHEEL = os.environ.get("FLYWHEEL_BIN", str(TARGET / "release" / "flywheel"))
+BARE_ENGINE = os.environ.get("BARE_ENGINE_BIN")
 PROMPTS = [
     "Explain why the sky is blue in two sentences.",
     "Write a short poem about a lighthouse.",
@@ -38,7 +42,7 @@ PROMPTS = [
 
 
 def fetch_model():
-    out = subprocess.check_output([str(TARGET / "release" / "flywheel"), "model", "fetch"], text=True)
+    out = subprocess.check_output([FLYWHEEL, "model", "fetch"], text=True)
     paths = dict(line.split("\t") for line in out.strip().splitlines())
     return paths["gguf"], paths["hf"]
 
@@ -82,7 +86,7 @@ def flywheel(model, concurrency, requests, max_tokens, label):
     subprocess.check_call(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c", f"CREATE DATABASE {db}"])
     env = dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}", RUST_LOG="warn")
     server = subprocess.Popen(
-        [str(TARGET / "release" / "flywheel"), "serve", "--model", model, "--port", str(port), "--max-queue", "256"],
+        [FLYWHEEL, "serve", "--model", model, "--port", str(port), "--max-queue", "256"],
         env=env,
     )
     try:
@@ -121,10 +125,9 @@ def flywheel(model, concurrency, requests, max_tokens, label):
 
 
 def bare(model, concurrency, requests, max_tokens):
-    out = subprocess.check_output(
-        ["cargo", "bench", "-q", "--bench", "bare_engine", "--", model, str(concurrency), str(requests), str(max_tokens)],
-        cwd=ROOT, text=True,
-    )
+    args = [model, str(concurrency), str(requests), str(max_tokens)]
+    command = [BARE_ENGINE, *args] if BARE_ENGINE else ["cargo", "bench", "-q", "--bench", "bare_engine", "--", *args]
+    out = subprocess.check_output(command, cwd=ROOT, text=True)
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -145,8 +148,8 @@ from llama_cpp import Llama
 llm = Llama(model_path={gguf!r}, n_ctx=2048, n_threads={os.cpu_count()}, verbose=False)
 lock = threading.Lock()  # a Llama object serves one request at a time
 def one(prompt):
+    started = time.perf_counter(); first = None; tokens = 0  # queue wait counts, as it does for a server
     with lock:
-        started = time.perf_counter(); first = None; tokens = 0
         for chunk in llm.create_chat_completion(messages=[{{"role": "user", "content": prompt}}],
                 max_tokens={max_tokens}, temperature=0.7, stream=True):
             if chunk["choices"][0]["delta"].get("content"):

@@ -4,10 +4,8 @@
 //! cargo bench --bench bare_engine -- <model dir | file.gguf> <concurrency> <requests> <max_tokens>
 //! Prints one JSON line: requests/s, output tokens/s, mean and p50 time to first token.
 
-use mistralrs::{
-    GgufModelBuilder, Model, ModelDType, RequestBuilder, Response, TextMessageRole,
-    TextModelBuilder, TokenSource,
-};
+use flywheel_server::engine::loader;
+use mistralrs::{Model, RequestBuilder, Response, TextMessageRole};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,25 +21,14 @@ const PROMPTS: &[&str] = &[
     "Summarize the plot of Romeo and Juliet.",
 ];
 
+/// Loaded exactly as `flywheel serve` loads it (F32, prefix cache off), so the comparison
+/// isolates what Flywheel adds: HTTP, validation, our sampler, the store.
 async fn load(path: &str) -> anyhow::Result<Model> {
     let p = Path::new(path);
     if p.extension().is_some_and(|e| e == "gguf") {
-        let dir = p.parent().unwrap().to_string_lossy().into_owned();
-        let file = p.file_name().unwrap().to_string_lossy().into_owned();
-        Ok(GgufModelBuilder::new(dir, vec![file])
-            .with_token_source(TokenSource::None)
-            .with_force_cpu()
-            .with_prefix_cache_n(None)
-            .build()
-            .await?)
+        loader::load_gguf(p).await
     } else {
-        Ok(TextModelBuilder::new(path)
-            .with_token_source(TokenSource::None)
-            .with_force_cpu()
-            .with_dtype(ModelDType::F32)
-            .with_prefix_cache_n(None)
-            .build()
-            .await?)
+        loader::load_hf(p, None).await
     }
 }
 

@@ -25,7 +25,7 @@ const MAX_SEQS: usize = 16;
 type SharedPipeline = Arc<tokio::sync::Mutex<dyn Pipeline + Send + Sync>>;
 
 /// Loads `base` (an HF-format directory) with `adapter` (a PEFT directory) merged in, if any.
-pub(crate) async fn load_hf(base: &Path, adapter: Option<&Path>) -> Result<Model> {
+pub async fn load_hf(base: &Path, adapter: Option<&Path>) -> Result<Model> {
     let (base, adapter) = (base.to_path_buf(), adapter.map(Path::to_path_buf));
     // The load reads and merges every weight: keep it off the async workers.
     let pipeline =
@@ -107,7 +107,7 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// A GGUF file in F32: `GgufModelBuilder` 0.8.1 hard-codes `ModelDType::Auto`, which means F16
 /// activations on CPU, slower there than F32.
-pub(crate) async fn load_gguf(file: &Path) -> Result<Model> {
+pub async fn load_gguf(file: &Path) -> Result<Model> {
     let dir = file
         .parent()
         .unwrap_or(Path::new("."))

@@ -8,7 +8,7 @@
 
 mod detokenize;
 mod generation;
-mod loader;
+pub mod loader;
 mod sample;
 pub mod sampler;
 pub mod stop;
