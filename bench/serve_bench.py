@@ -86,7 +86,8 @@ def flywheel(model, concurrency, requests, max_tokens, label):
     subprocess.check_call(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c", f"CREATE DATABASE {db}"])
     env = dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}", RUST_LOG="warn")
     server = subprocess.Popen(
-        [FLYWHEEL, "serve", "--model", model, "--port", str(port), "--max-queue", "256"],
+        # --no-auth: the benchmark measures serving, as before API keys existed.
+        [FLYWHEEL, "serve", "--model", model, "--port", str(port), "--max-queue", "256", "--no-auth"],
         env=env,
     )
     try:

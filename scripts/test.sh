@@ -2,7 +2,8 @@
 # The whole test suite: Rust unit and integration tests on both store backends, then the real
 # `flywheel serve` binary driven by the official `openai` Python client and by curl.
 #
-# Needs: a Rust toolchain, python3 with venv, network access to crates.io and PyPI the first time.
+# Needs: a Rust toolchain, python3 with venv, network access to crates.io and PyPI the first time,
+# and Debian's `chromium` for the annotation page's browser test (skipped without it, unless CI).
 # Postgres tests use FLYWHEEL_TEST_POSTGRES (default postgres://postgres@127.0.0.1:5432/postgres);
 # without a reachable Postgres they are skipped with a warning, unless CI is set.
 set -euo pipefail
@@ -30,7 +31,12 @@ cargo test --release --workspace
 echo "== End to end: flywheel serve + openai client + curl"
 workdir="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-DATABASE_URL="sqlite://$workdir/e2e.db" "$target/release/flywheel" serve --port "$port" >"$workdir/server.log" 2>&1 &
+# The server accepts this secret as an admin key (admin passes every scope's gate); the annotation
+# page's browser test uses an annotate-only key made with `flywheel keys create`.
+export FLYWHEEL_API_KEY="fw_e2e_$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+export FLYWHEEL_ANNOTATE_KEY="$(DATABASE_URL="sqlite://$workdir/e2e.db" "$target/release/flywheel" keys create --name e2e-annotator --scope annotate 2>/dev/null)"
+FLYWHEEL_ADMIN_KEY="$FLYWHEEL_API_KEY" DATABASE_URL="sqlite://$workdir/e2e.db" \
+  "$target/release/flywheel" serve --port "$port" >"$workdir/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$workdir"' EXIT
 for _ in $(seq 1 120); do

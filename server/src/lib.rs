@@ -1,13 +1,17 @@
 //! Flywheel's server: serve a policy, log every sample, take judgments, hot-swap adapters.
 //!
 //! # Layout
-//! - `cli`: the `flywheel` subcommands, one file each (`serve`, `migrate`, `openapi`, `model`).
-//! - `api`: the axum routes (one resource a file), the OpenAI error shape, the OpenAPI document.
+//! - `cli`: the `flywheel` subcommands, one file each (`serve`, `migrate`, `openapi`, `model`,
+//!   `train`, `keys`).
+//! - `agreement`: inter-annotator agreement (majority, Cohen's kappa), pure functions.
+//! - `api`: the axum routes (one resource a file), scoped API keys (`auth`), the OpenAI error
+//!   shape, the OpenAPI document.
 //! - `engine`: admission queue, the active generation of the policy, sampling through mistral.rs.
 //! - `model_source`: resolving `--model`, and fetching the default model from PyPI.
 //! - `metrics`: the `flywheel_*` Prometheus metrics.
 //! - `telemetry`: logging setup.
 
+pub mod agreement;
 pub mod api;
 pub mod cli;
 pub mod engine;

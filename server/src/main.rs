@@ -13,6 +13,8 @@ fn main() -> anyhow::Result<()> {
             Command::Migrate(args) => cli::migrate::run(args).await,
             Command::Openapi(args) => cli::openapi::run(args),
             Command::Model(args) => cli::model::run(args).await,
+            Command::Keys(args) => cli::keys::run(args).await,
+            Command::Train(args) => cli::train::run(args).await,
         }
     })
 }

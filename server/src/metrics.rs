@@ -1,13 +1,15 @@
 //! Prometheus metrics (`flywheel_*`), served as text at `/metrics`.
 //!
 //! Labels stay bounded: `route` is the matched route template (never the raw path), `status` the
-//! HTTP status code, `adapter` the policy version that served the request.
+//! HTTP status code, `adapter` the policy version that served the request. `annotator` is bounded
+//! by the people and judges posting judgments; the annotator gauges are refreshed at each scrape.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::time::Instant;
 
@@ -25,6 +27,9 @@ pub struct Metrics {
     time_to_first_token: HistogramVec,
     pub queue_depth: IntGauge,
     pub decoding: IntGauge,
+    annotator_judgments: IntGaugeVec,
+    annotator_majority_agreement: GaugeVec,
+    annotator_kappa: GaugeVec,
 }
 
 impl Metrics {
@@ -71,6 +76,27 @@ impl Metrics {
         .expect("valid metric");
         let decoding = IntGauge::new("flywheel_decoding", "Samples being decoded right now")
             .expect("valid metric");
+        let annotator_judgments = IntGaugeVec::new(
+            Opts::new("flywheel_annotator_judgments", "Judgments per annotator"),
+            &["annotator"],
+        )
+        .expect("valid metric");
+        let annotator_majority_agreement = GaugeVec::new(
+            Opts::new(
+                "flywheel_annotator_majority_agreement",
+                "Share of shared pairs where the annotator gave the others' majority verdict",
+            ),
+            &["annotator"],
+        )
+        .expect("valid metric");
+        let annotator_kappa = GaugeVec::new(
+            Opts::new(
+                "flywheel_annotator_kappa",
+                "Cohen's kappa of two annotators on the pairs they both judged",
+            ),
+            &["annotator", "other"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -78,6 +104,9 @@ impl Metrics {
             Box::new(time_to_first_token.clone()),
             Box::new(queue_depth.clone()),
             Box::new(decoding.clone()),
+            Box::new(annotator_judgments.clone()),
+            Box::new(annotator_majority_agreement.clone()),
+            Box::new(annotator_kappa.clone()),
         ] {
             registry
                 .register(collector)
@@ -91,6 +120,36 @@ impl Metrics {
             time_to_first_token,
             queue_depth,
             decoding,
+            annotator_judgments,
+            annotator_majority_agreement,
+            annotator_kappa,
+        }
+    }
+
+    /// Replaces the annotator gauges: `(annotator, judgments, majority agreement)` for each
+    /// annotator, `(annotator, other, kappa)` for each pair with enough shared items.
+    pub fn record_annotators<'a>(
+        &self,
+        annotators: impl Iterator<Item = (&'a str, i64, Option<f64>)>,
+        kappas: impl Iterator<Item = (&'a str, &'a str, f64)>,
+    ) {
+        self.annotator_judgments.reset();
+        self.annotator_majority_agreement.reset();
+        self.annotator_kappa.reset();
+        for (annotator, judgments, majority) in annotators {
+            self.annotator_judgments
+                .with_label_values(&[annotator])
+                .set(judgments);
+            if let Some(rate) = majority {
+                self.annotator_majority_agreement
+                    .with_label_values(&[annotator])
+                    .set(rate);
+            }
+        }
+        for (annotator, other, kappa) in kappas {
+            self.annotator_kappa
+                .with_label_values(&[annotator, other])
+                .set(kappa);
         }
     }
 

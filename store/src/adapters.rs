@@ -35,7 +35,8 @@ pub struct Adapter {
     pub train_run_id: Option<Uuid>,
     /// The adapter directory (PEFT files); `None` for the base model.
     pub path: Option<String>,
-    /// The sha256 of `adapter_model.safetensors`.
+    /// The sha256 of the adapter files (`adapter_config.json`'s bytes, then
+    /// `adapter_model.safetensors`'s, as the trainer writes them).
     pub sha256: Option<String>,
     pub status: AdapterStatus,
     /// Why training or loading failed, for status `failed`.
@@ -44,8 +45,61 @@ pub struct Adapter {
     pub activated_at: Option<DateTime<Utc>>,
 }
 
-const SELECT_ADAPTER: &str = "SELECT version, parent_version, algorithm, train_run_id, path, \
-     sha256, status, error, created_at, activated_at FROM adapters WHERE version = $1";
+/// An adapter to register under the next free version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAdapter {
+    pub parent_version: i64,
+    pub algorithm: String,
+    pub train_run_id: Option<Uuid>,
+    pub path: Option<String>,
+    pub sha256: Option<String>,
+    /// `training` to reserve a version for a run, `ready` for finished files.
+    pub status: AdapterStatus,
+}
+
+macro_rules! adapter_columns {
+    () => {
+        "version, parent_version, algorithm, train_run_id, path, sha256, status, error, created_at, \
+         activated_at"
+    };
+}
+
+const SELECT_ADAPTER: &str = concat!(
+    "SELECT ",
+    adapter_columns!(),
+    " FROM adapters WHERE version = $1"
+);
+
+/// Takes the version after the highest one. Two concurrent inserts may pick the same number; the
+/// loser gets a unique violation and [`Store::insert_adapter`] retries.
+pub(crate) const INSERT_NEXT_ADAPTER: &str = concat!(
+    "INSERT INTO adapters (version, parent_version, algorithm, train_run_id, path, sha256, status, \
+     created_at) SELECT COALESCE(MAX(version), 0) + 1, $1, $2, $3, $4, $5, $6, $7 FROM adapters \
+     RETURNING ",
+    adapter_columns!()
+);
+
+/// Attempts at [`INSERT_NEXT_ADAPTER`] before a lost race is reported as a conflict.
+const INSERT_ATTEMPTS: usize = 5;
+
+/// Inserts `$new` under the next version on connection `$conn`; evaluates to
+/// `Result<AdapterRow, sqlx::Error>`. A macro so one text serves both backends' connections.
+macro_rules! insert_next_adapter {
+    ($conn:expr, $new:expr, $now:expr) => {{
+        let new: &$crate::adapters::NewAdapter = $new;
+        sqlx::query_as::<_, $crate::adapters::AdapterRow>($crate::adapters::INSERT_NEXT_ADAPTER)
+            .bind(new.parent_version)
+            .bind(&new.algorithm)
+            .bind(new.train_run_id)
+            .bind(&new.path)
+            .bind(&new.sha256)
+            .bind(new.status)
+            .bind($now)
+            .fetch_one(&mut *$conn)
+            .await
+    }};
+}
+pub(crate) use insert_next_adapter;
 
 const SELECT_ACTIVE_VERSION: &str = "SELECT version FROM adapters WHERE status = 'active'";
 
@@ -61,6 +115,30 @@ impl Store {
         Ok(row.ok_or(Error::NotFound("adapter"))?.into())
     }
 
+    /// Registers an adapter under the next free version (one above the highest so far).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]`("adapter")` if the parent version does not exist;
+    /// [`Error::Conflict`] if concurrent registrations keep taking the next version.
+    pub async fn insert_adapter(&self, new: &NewAdapter) -> Result<Adapter> {
+        self.get_adapter(new.parent_version).await?;
+        for _ in 0..INSERT_ATTEMPTS {
+            let now = Timestamp(Utc::now());
+            let inserted = with_pool!(self, pool => {
+                let mut conn = pool.acquire().await?;
+                insert_next_adapter!(&mut *conn, new, now)
+            });
+            match inserted {
+                Ok(row) => return Ok(row.into()),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(
+            "concurrent registrations kept taking the next adapter version; retry".into(),
+        ))
+    }
+
     /// The version of the active adapter, or 0 (the base model) if none is active.
     pub async fn active_adapter_version(&self) -> Result<i64> {
         let version: Option<i64> = with_pool!(self, pool => {
@@ -72,8 +150,8 @@ impl Store {
 
 /// An `adapters` row as both backends return it.
 #[derive(FromRow)]
-struct AdapterRow {
-    version: i64,
+pub(crate) struct AdapterRow {
+    pub(crate) version: i64,
     parent_version: Option<i64>,
     algorithm: String,
     train_run_id: Option<Uuid>,

@@ -14,7 +14,7 @@ use crate::timestamp::Timestamp;
 use crate::{Error, Result, Store, MAX_KEY_CHARS};
 
 text_enum! {
-    /// What a key may do. Each scope is separate: `admin` does not imply the others.
+    /// What a key may do. Stored as given; the server lets a key with `admin` call every route.
     pub enum Scope {
         /// Completions and the model list.
         Inference => "inference",

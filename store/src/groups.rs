@@ -17,8 +17,8 @@ use crate::{
 
 const INSERT_GROUP: &str =
     "INSERT INTO groups (id, kind, endpoint, model, adapter_version, prompt, \
-     params, seed, user_id, prompt_tokens, completion_tokens, latency_ms, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+     params, seed, user_id, prompt_tokens, completion_tokens, latency_ms, created_at, \
+     prompt_token_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 const INSERT_RESPONSE: &str = "INSERT INTO responses (id, group_id, idx, prompt, text, token_ids, \
      logprobs, finish_reason, completion_tokens, adapter_version, latency_ms, created_at) \
@@ -31,7 +31,8 @@ const SELECT_GROUP: &str = "SELECT g.id, g.kind, g.endpoint, g.model, g.adapter_
      FROM groups g";
 
 /// The columns of a [`ResponseRow`]; callers append `WHERE`/`ORDER BY`.
-const SELECT_RESPONSE: &str = "SELECT id, group_id, idx, prompt, text, token_ids, logprobs, \
+pub(crate) const SELECT_RESPONSE: &str =
+    "SELECT id, group_id, idx, prompt, text, token_ids, logprobs, \
      finish_reason, completion_tokens, adapter_version, latency_ms, created_at FROM responses";
 
 impl Store {
@@ -63,6 +64,7 @@ impl Store {
                 .bind(completion_tokens)
                 .bind(g.latency_ms)
                 .bind(created_at)
+                .bind(g.prompt_token_ids.as_ref().map(Json))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| conflict_on_unique(e, || format!("group {} already exists", g.id)))?;
@@ -119,6 +121,19 @@ impl Store {
             sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?
         });
         Ok(row.ok_or(Error::NotFound("response"))?.into())
+    }
+
+    /// The prompt token ids group `id` was served with (`None` for a group recorded without them).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]`("group")` if there is no such group.
+    pub async fn group_prompt_token_ids(&self, id: Uuid) -> Result<Option<Vec<u32>>> {
+        let sql = "SELECT prompt_token_ids FROM groups WHERE id = $1";
+        let row: Option<(Option<Json<Vec<u32>>>,)> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(id).fetch_optional(pool).await?
+        });
+        let (ids,) = row.ok_or(Error::NotFound("group"))?;
+        Ok(ids.map(|ids| ids.0))
     }
 
     /// One page of groups, newest first (by id, which is creation order for UUID v7 ids).
@@ -223,7 +238,7 @@ impl From<GroupRow> for Group {
 
 /// A `responses` row as both backends return it.
 #[derive(FromRow)]
-struct ResponseRow {
+pub(crate) struct ResponseRow {
     id: Uuid,
     group_id: Uuid,
     idx: i32,

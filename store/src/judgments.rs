@@ -37,7 +37,7 @@ const INSERT_JUDGMENT: &str = concat!(
     judgment_columns!()
 );
 
-const SELECT_JUDGMENT: &str = concat!("SELECT ", judgment_columns!(), " FROM judgments");
+pub(crate) const SELECT_JUDGMENT: &str = concat!("SELECT ", judgment_columns!(), " FROM judgments");
 
 /// Inserts `$item` on connection `$conn`; evaluates to `Result<(Judgment, bool)>`. A macro, not a
 /// function, so that one text serves both backends' connection types (as `with_pool!` does).
@@ -277,7 +277,7 @@ fn list_sql(f: &JudgmentFilter) -> String {
 
 /// A `judgments` row as both backends return it.
 #[derive(FromRow)]
-struct JudgmentRow {
+pub(crate) struct JudgmentRow {
     id: Uuid,
     group_id: Uuid,
     response_a: Uuid,

@@ -7,7 +7,10 @@
 //! - `connect`: [`Store`] (a pool for one of the two backends), [`Store::connect`] from a URL
 //!   (sized by [`PoolConfig`] through [`Store::connect_with`]), migrations, health ping.
 //! - `groups`: insert and read groups and their responses, list groups newest first.
-//! - `adapters`: the adapter versions (version 0 is the base model) and which one is active.
+//! - `adapters`: the adapter versions (version 0 is the base model), which one is active, and
+//!   registering a new one under the next version.
+//! - `train_runs`: training jobs, their per-step metrics, and the adapter each one produces.
+//! - `training_data`: the judged groups of a data window, as a train run reads them.
 //! - `judgments`: store judgments in all-or-nothing, idempotent batches; read and list them.
 //! - `judgment_types`: the judgment values and their parsed nouns (`Outcome`, `JudgmentSource`,
 //!   `IdempotencyKey`).
@@ -32,9 +35,11 @@ mod judgment_types;
 mod judgments;
 mod text_enum;
 mod timestamp;
+mod train_runs;
+mod training_data;
 mod types;
 
-pub use adapters::{Adapter, AdapterStatus};
+pub use adapters::{Adapter, AdapterStatus, NewAdapter};
 pub use agreement::{AnnotatorStats, SharedJudgment};
 pub use api_keys::{hash_api_key, ApiKey, Scope};
 pub use assignments::Assignment;
@@ -44,6 +49,8 @@ pub use judgment_types::{
     IdempotencyKey, Judgment, JudgmentFilter, JudgmentSource, NewJudgment, Outcome,
     MAX_JUDGMENT_BATCH, MAX_KEY_CHARS,
 };
+pub use train_runs::{NewTrainRun, TrainRun, TrainRunStatus, TrainStep};
+pub use training_data::{TrainingDataFilter, TrainingGroup};
 pub use types::{
     Endpoint, Group, GroupFilter, GroupKind, GroupWithResponses, NewGroup, NewResponse, Response,
     MAX_LIST_LIMIT,

@@ -51,6 +51,9 @@ pub struct NewGroup {
     /// The OpenAI `user` field.
     pub user: Option<String>,
     pub prompt_tokens: i64,
+    /// The token ids the model was fed (chat template applied), so training scores exactly what
+    /// was served; `None` when unknown.
+    pub prompt_token_ids: Option<Vec<u32>>,
     pub latency_ms: i64,
     pub created_at: DateTime<Utc>,
     pub responses: Vec<NewResponse>,

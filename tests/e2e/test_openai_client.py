@@ -1,5 +1,6 @@
 """Drive a running `flywheel serve` (the default SmolLM2-135M-Instruct) with the official
-`openai` client and with curl, as the README shows. FLYWHEEL_URL points at the server."""
+`openai` client and with curl, as the README shows. FLYWHEEL_URL points at the server;
+FLYWHEEL_API_KEY is a key it accepts (scripts/test.sh starts it with FLYWHEEL_ADMIN_KEY)."""
 
 import json
 import math
@@ -10,7 +11,9 @@ import openai
 import pytest
 
 BASE = os.environ["FLYWHEEL_URL"]
-client = openai.OpenAI(base_url=f"{BASE}/v1", api_key="unused")
+KEY = os.environ["FLYWHEEL_API_KEY"]
+AUTH = ["-H", f"Authorization: Bearer {KEY}"]
+client = openai.OpenAI(base_url=f"{BASE}/v1", api_key=KEY)
 MODEL = client.models.list().data[0].id
 
 
@@ -38,7 +41,7 @@ def test_n_samples_come_back_as_one_group():
         seed=5,
     )
     assert [c.index for c in out.choices] == [0, 1, 2]
-    group = json.loads(subprocess.check_output(["curl", "-sf", f"{BASE}/v1/groups/{out.model_extra['group_id']}"]))
+    group = json.loads(subprocess.check_output(["curl", "-sf", *AUTH, f"{BASE}/v1/groups/{out.model_extra['group_id']}"]))
     assert [r["text"] for r in group["responses"]] == [c.message.content for c in out.choices]
     assert group["seed"] == 5
 
@@ -95,7 +98,7 @@ def test_errors_surface_as_openai_exceptions():
 def test_the_readme_curl_example():
     body = subprocess.check_output(
         [
-            "curl", "-sf", f"{BASE}/v1/chat/completions",
+            "curl", "-sf", *AUTH, f"{BASE}/v1/chat/completions",
             "-H", "Content-Type: application/json",
             "-d", json.dumps({"messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 16, "temperature": 0}),
         ]
@@ -103,3 +106,28 @@ def test_the_readme_curl_example():
     reply = json.loads(body)
     assert reply["choices"][0]["message"]["content"]
     assert reply["group_id"]
+
+
+def test_a_wrong_key_is_refused_and_the_probes_stay_open():
+    stranger = openai.OpenAI(base_url=f"{BASE}/v1", api_key="fw_not_a_real_key_000000")
+    with pytest.raises(openai.AuthenticationError) as refused:
+        stranger.models.list()
+    assert refused.value.status_code == 401
+    assert subprocess.run(["curl", "-sf", f"{BASE}/ready"], capture_output=True).returncode == 0
+
+
+def test_a_judgment_posted_with_curl_shapes_the_preferences():
+    out = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Name a colour."}], n=2, max_tokens=6, seed=3
+    )
+    group = out.model_extra["group_id"]
+    a, b = (c.model_extra["response_id"] for c in out.choices)
+    judgment = {"group_id": group, "response_a": a, "response_b": b, "outcome": "a", "annotator": "e2e"}
+    stored = json.loads(subprocess.check_output(
+        ["curl", "-sf", *AUTH, f"{BASE}/v1/judgments", "-H", "Content-Type: application/json",
+         "-H", "Idempotency-Key: e2e-1", "-d", json.dumps(judgment)]
+    ))
+    assert stored["outcome"] == "a"
+    prefs = json.loads(subprocess.check_output(["curl", "-sf", *AUTH, f"{BASE}/v1/groups/{group}/preferences"]))
+    rates = {p["response_id"]: p["win_rate"] for p in prefs["responses"]}
+    assert rates[a] > rates[b]

@@ -10,6 +10,8 @@
 //!   [`Rpo`]), as `research/algorithms.md` defines them.
 //! - `preference`: win-rates from pairwise judgments (counting with ties, Bradley–Terry).
 //! - `data`: judged groups → best-versus-worst pairs with win-rates ([`build_pairs`]).
+//! - `stored`: the store's judged groups (served prompt ids, responses, judgments) → pairs
+//!   ([`pairs_from_store`]).
 //! - `grad`: per-sequence backward, with optional per-layer recomputation.
 //! - `optim`: AdamW on the LoRA parameters, clipping, warmup + decay ([`OptimConfig`]).
 //! - `train`: frozen log-probs once per pair, then [`Trainer::step`].
@@ -29,6 +31,7 @@ pub mod model_files;
 pub mod objectives;
 pub mod optim;
 pub mod preference;
+pub mod stored;
 pub mod train;
 
 pub use adapter::{read_adapter, write_adapter, AdapterConfig};
@@ -42,4 +45,5 @@ pub use model_files::{
 };
 pub use objectives::{Dpo, Inpo, Ipo, Objective, PairBatch, Reference, Rpo, Sppo, SppoVariant};
 pub use optim::{OptimConfig, Schedule};
+pub use stored::{judged_group, pairs_from_store, DataReport};
 pub use train::{prepare_pairs, PairExample, PreparedPair, StepMetrics, TrainConfig, Trainer};

@@ -155,9 +155,12 @@ pub struct Delta {
 /// Creates a chat completion; every choice is stored as a response of one new prompt group.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "inference",
     request_body = ChatCompletionRequest,
+    security(("bearer" = ["inference"])),
     responses(
         (status = 200, description = "A completion, or `text/event-stream` of chunks when `stream` is true", body = ChatCompletion),
         (status = 400, description = "Malformed JSON, an invalid parameter, or a prompt longer than the context", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `inference` scope", body = ErrorBody),
         (status = 404, description = "Unknown model", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 503, description = "Queue full; see `Retry-After`", body = ErrorBody),
@@ -273,16 +276,16 @@ fn chat_logprobs(entries: Vec<TokenLogprob>) -> ChatLogprobs {
         content: entries
             .into_iter()
             .map(|e| ChatTokenLogprob {
-                bytes: e.token.as_bytes().to_vec(),
+                bytes: e.bytes,
                 token: e.token,
                 logprob: e.logprob,
                 top_logprobs: e
                     .top
                     .into_iter()
-                    .map(|(token, logprob)| TopLogprob {
-                        bytes: token.as_bytes().to_vec(),
-                        token,
-                        logprob,
+                    .map(|t| TopLogprob {
+                        bytes: t.bytes,
+                        token: t.token,
+                        logprob: t.logprob,
                     })
                     .collect(),
             })

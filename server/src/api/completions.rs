@@ -78,9 +78,12 @@ pub struct CompletionLogprobs {
 /// Creates a text completion; stored as one prompt group like chat completions.
 #[utoipa::path(post, path = "/v1/completions", tag = "inference",
     request_body = CompletionRequest,
+    security(("bearer" = ["inference"])),
     responses(
         (status = 200, description = "A completion, or `text/event-stream` of chunks when `stream` is true", body = Completion),
         (status = 400, description = "Malformed JSON, an invalid parameter, or a prompt longer than the context", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `inference` scope", body = ErrorBody),
         (status = 404, description = "Unknown model", body = ErrorBody),
         (status = 413, description = "Body over the size limit", body = ErrorBody),
         (status = 503, description = "Queue full; see `Retry-After`", body = ErrorBody),
@@ -177,7 +180,8 @@ fn completion_logprobs(entries: Vec<TokenLogprob>, offset: &mut usize) -> Comple
     for e in entries {
         out.text_offset.push(*offset);
         *offset += e.token.len();
-        out.top_logprobs.push(e.top.into_iter().collect());
+        out.top_logprobs
+            .push(e.top.into_iter().map(|t| (t.token, t.logprob)).collect());
         out.token_logprobs.push(e.logprob);
         out.tokens.push(e.token);
     }

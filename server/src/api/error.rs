@@ -18,6 +18,8 @@ pub enum ApiError {
     },
     #[error("missing API key: send `Authorization: Bearer <key>`")]
     Unauthorized,
+    #[error("invalid API key: it is unknown or was revoked")]
+    InvalidApiKey,
     #[error("this key lacks the `{0}` scope")]
     Forbidden(&'static str),
     #[error("{0}")]
@@ -49,7 +51,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -66,7 +68,7 @@ impl ApiError {
             ApiError::Invalid { .. } | ApiError::PayloadTooLarge | ApiError::MethodNotAllowed => {
                 "invalid_request_error"
             }
-            ApiError::Unauthorized => "authentication_error",
+            ApiError::Unauthorized | ApiError::InvalidApiKey => "authentication_error",
             ApiError::Forbidden(_) => "permission_error",
             ApiError::NotFound(_) => "not_found_error",
             ApiError::Conflict(_) => "conflict_error",
@@ -78,7 +80,9 @@ impl ApiError {
     fn code(&self) -> Option<&'static str> {
         match self {
             ApiError::Invalid { .. } => Some("invalid_value"),
-            ApiError::Unauthorized => Some("invalid_api_key"),
+            ApiError::Unauthorized => Some("missing_api_key"),
+            ApiError::InvalidApiKey => Some("invalid_api_key"),
+            ApiError::Forbidden(_) => Some("insufficient_scope"),
             ApiError::NotFound(_) => Some("not_found"),
             ApiError::PayloadTooLarge => Some("payload_too_large"),
             ApiError::Overloaded(..) => Some("queue_full"),
@@ -139,12 +143,20 @@ impl From<flywheel_store::Error> for ApiError {
             }
             flywheel_store::Error::Conflict(m) => ApiError::Conflict(m),
             flywheel_store::Error::Invalid(m) => ApiError::Invalid {
+                param: leading_field(&m),
                 message: m,
-                param: None,
             },
             other => ApiError::Internal(other.into()),
         }
     }
+}
+
+/// The field a store message names first: its messages start with it in backticks
+/// (`` `response_b` must differ… ``).
+fn leading_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix('`')?;
+    let field = &rest[..rest.find('`')?];
+    (!field.is_empty() && !field.contains(' ')).then(|| field.to_string())
 }
 
 impl From<JsonRejection> for ApiError {

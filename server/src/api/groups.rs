@@ -38,7 +38,10 @@ pub struct GroupPage {
 
 /// Lists prompt groups, newest first.
 #[utoipa::path(get, path = "/v1/groups", tag = "groups", params(GroupQuery),
-    responses((status = 200, body = GroupPage), (status = 400, body = ErrorBody)))]
+    security(("bearer" = ["annotate"])),
+    responses((status = 200, body = GroupPage), (status = 400, body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody), (status = 403, description = "The key lacks the `annotate` scope", body = ErrorBody))
+)]
 pub async fn list_groups(
     State(state): State<AppState>,
     Query(q): Query<GroupQuery>,
@@ -83,7 +86,9 @@ pub async fn list_groups(
 /// One prompt group with all its responses.
 #[utoipa::path(get, path = "/v1/groups/{id}", tag = "groups",
     params(("id" = Uuid, Path, description = "group id")),
-    responses((status = 200, body = GroupWithResponses), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    security(("bearer" = ["annotate"])),
+    responses((status = 200, body = GroupWithResponses), (status = 400, body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody), (status = 403, description = "The key lacks the `annotate` scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_group(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -94,7 +99,9 @@ pub async fn get_group(
 /// One stored response with its provenance.
 #[utoipa::path(get, path = "/v1/responses/{id}", tag = "groups",
     params(("id" = Uuid, Path, description = "response id")),
-    responses((status = 200, body = StoredResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    security(("bearer" = ["annotate"])),
+    responses((status = 200, body = StoredResponse), (status = 400, body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody), (status = 403, description = "The key lacks the `annotate` scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get_response(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -104,12 +111,12 @@ pub async fn get_response(
     ))
 }
 
-fn parse_id(param: &str, value: &str) -> Result<Uuid, ApiError> {
+pub(super) fn parse_id(param: &str, value: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(value)
         .map_err(|_| ApiError::invalid(param, format!("`{param}` must be a UUID. Given: {value}")))
 }
 
-fn parse_time(param: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+pub(super) fn parse_time(param: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {

@@ -54,8 +54,14 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus text exposition of the `flywheel_*` metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(("bearer" = ["admin"])),
+    responses((status = 200, content_type = "text/plain", body = String),
+        (status = 401, description = "Missing, unknown or revoked API key", body = super::error::ErrorBody),
+        (status = 403, description = "The key lacks the `admin` scope", body = super::error::ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    if let Err(e) = super::annotators::refresh_gauges(&state).await {
+        tracing::warn!(error = ?e, "cannot refresh the annotator gauges");
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

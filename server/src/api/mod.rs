@@ -1,22 +1,32 @@
 //! The HTTP API: OpenAI-compatible inference plus Flywheel's own resources. One resource a file;
 //! every route is documented through utoipa and listed in [`ApiDoc`].
 
+pub mod annotate;
+pub mod annotation;
+pub mod annotators;
+pub mod auth;
 pub mod chat;
 pub mod completions;
 pub mod error;
 pub mod groups;
 pub mod health;
+pub mod judgments;
 pub mod models;
+pub mod preferences;
 pub mod sampling;
 mod stream;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use utoipa::OpenApi;
+use flywheel_store::Scope;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use annotation::AnnotationConfig;
+use auth::{AuthMode, Gate};
 use error::ApiError;
 
 /// Everything a handler may touch. Cheap to clone: every field is a handle.
@@ -37,12 +47,17 @@ impl axum::extract::FromRef<AppState> for Metrics {
 pub struct ApiConfig {
     /// Largest request body accepted, in bytes (413 beyond).
     pub max_body_bytes: usize,
+    /// Whether routes check API keys (`--no-auth` turns it off).
+    pub auth: AuthMode,
+    pub annotation: AnnotationConfig,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             max_body_bytes: 4 * 1024 * 1024,
+            auth: AuthMode::Required,
+            annotation: AnnotationConfig::default(),
         }
     }
 }
@@ -64,10 +79,39 @@ impl Default for ApiConfig {
         health::health,
         health::ready,
         health::metrics,
+        judgments::create_judgments,
+        judgments::list_judgments,
+        preferences::get_preferences,
+        annotation::next_pair,
+        annotators::list_annotators,
+        annotators::get_annotator,
     ),
-    components(schemas(error::ErrorBody, error::ErrorDetail))
+    components(schemas(
+        error::ErrorBody,
+        error::ErrorDetail,
+        judgments::JudgmentBatch,
+        judgments::JudgmentList
+    )),
+    modifiers(&BearerScheme)
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme that each gated path names with its scope.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some(
+            "An API key (`flywheel keys create`). The path's scope list names the scope it needs; \
+             a key with `admin` may call every path."
+                .into(),
+        );
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
 
 pub fn openapi_json() -> String {
     ApiDoc::openapi()
@@ -75,20 +119,48 @@ pub fn openapi_json() -> String {
         .expect("the OpenAPI document serializes")
 }
 
+/// The routes, each group behind the [`Gate`] of its scope; only [`auth::OPEN_ROUTES`] are open.
 pub fn router(state: AppState, config: &ApiConfig) -> Router {
-    Router::new()
+    let gate = |scope| {
+        axum::middleware::from_fn_with_state(
+            Gate::new(config.auth, state.store.clone(), scope),
+            auth::require,
+        )
+    };
+    let inference = Router::new()
         .route("/v1/chat/completions", post(chat::create_chat_completion))
         .route("/v1/completions", post(completions::create_completion))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{model}", get(models::retrieve_model))
+        .route_layer(gate(Scope::Inference));
+    let annotate = Router::new()
         .route("/v1/groups", get(groups::list_groups))
         .route("/v1/groups/{id}", get(groups::get_group))
+        .route(
+            "/v1/groups/{id}/preferences",
+            get(preferences::get_preferences),
+        )
         .route("/v1/responses/{id}", get(groups::get_response))
+        .route(
+            "/v1/judgments",
+            post(judgments::create_judgments).get(judgments::list_judgments),
+        )
+        .route("/v1/annotation/next", get(annotation::next_pair))
+        .route_layer(gate(Scope::Annotate));
+    let admin = Router::new()
+        .route("/metrics", get(health::metrics))
+        .route("/v1/annotators", get(annotators::list_annotators))
+        .route("/v1/annotators/{id}", get(annotators::get_annotator))
+        .route_layer(gate(Scope::Admin));
+    Router::new()
+        .merge(inference)
+        .merge(annotate)
+        .merge(admin)
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
         .route("/docs", get(health::docs))
+        .route("/annotate", get(annotate::page))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
@@ -96,6 +168,7 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
             crate::metrics::track,
         ))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::Extension(config.annotation.clone()))
         .with_state(state)
 }
 

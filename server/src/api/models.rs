@@ -40,7 +40,8 @@ fn cards(state: &AppState) -> Vec<ModelCard> {
 }
 
 /// Lists the served policy under its name and as `name@version`.
-#[utoipa::path(get, path = "/v1/models", tag = "inference", responses((status = 200, body = ModelList)))]
+#[utoipa::path(get, path = "/v1/models", tag = "inference", security(("bearer" = ["inference"])),
+    responses((status = 200, body = ModelList), (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody), (status = 403, description = "The key lacks the `inference` scope", body = ErrorBody)))]
 pub async fn list_models(State(state): State<AppState>) -> AppJson<ModelList> {
     AppJson(ModelList {
         object: "list",
@@ -51,7 +52,9 @@ pub async fn list_models(State(state): State<AppState>) -> AppJson<ModelList> {
 /// One model by id.
 #[utoipa::path(get, path = "/v1/models/{model}", tag = "inference",
     params(("model" = String, Path, description = "`name` or `name@version`")),
-    responses((status = 200, body = ModelCard), (status = 404, body = ErrorBody)))]
+    security(("bearer" = ["inference"])),
+    responses((status = 200, body = ModelCard), (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody), (status = 403, description = "The key lacks the `inference` scope", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 pub async fn retrieve_model(
     State(state): State<AppState>,
     Path(model): Path<String>,

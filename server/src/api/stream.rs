@@ -232,6 +232,7 @@ async fn record(
         seed: Some(admitted.seed),
         user: recording.user,
         prompt_tokens: prompt_tokens as i64,
+        prompt_token_ids: Some(admitted.prompt_ids.clone()),
         latency_ms: started.elapsed().as_millis() as i64,
         created_at: Utc::now(),
         responses: samples

@@ -1,10 +1,12 @@
 //! Command-line interface: one file per subcommand. Every flag has a `FLYWHEEL_*` environment
 //! fallback (or `DATABASE_URL`), shown by `--help`.
 
+pub mod keys;
 pub mod migrate;
 pub mod model;
 pub mod openapi;
 pub mod serve;
+pub mod train;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -29,6 +31,10 @@ pub enum Command {
     Openapi(openapi::OpenapiArgs),
     /// Obtain, convert and generate model files.
     Model(model::ModelArgs),
+    /// Create, list and revoke API keys.
+    Keys(keys::KeysArgs),
+    /// Train an adapter on stored judgments and register it as `ready`.
+    Train(train::TrainArgs),
 }
 
 /// Where the store lives; shared by every subcommand that needs it.

@@ -2,9 +2,12 @@
 
 use anyhow::Context;
 use clap::Args;
+use flywheel_store::Scope;
 use tokio::net::TcpListener;
 
 use super::StoreArgs;
+use crate::api::annotation::AnnotationConfig;
+use crate::api::auth::{self, AuthMode};
 use crate::api::{self, ApiConfig, AppState};
 use crate::engine::{Engine, EngineConfig, Generation};
 use crate::metrics::Metrics;
@@ -36,10 +39,32 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "FLYWHEEL_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Serve every route without API keys. For local experiments only: anyone who can reach the
+    /// port can generate, read every logged sample and post judgments.
+    #[arg(long, env = "FLYWHEEL_NO_AUTH")]
+    pub no_auth: bool,
+    /// A secret (16+ characters) to accept as an `admin` key; stored hashed at start if new.
+    #[arg(long, env = "FLYWHEEL_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// The share (0–1) of annotation-queue picks that go to a pair another annotator judged, so
+    /// that agreement can be measured.
+    #[arg(long, env = "FLYWHEEL_ANNOTATION_OVERLAP", default_value_t = 0.2, value_parser = share)]
+    pub annotation_overlap: f64,
+    /// Seconds a pair handed out by the annotation queue stays reserved for its annotator.
+    #[arg(long, env = "FLYWHEEL_ASSIGNMENT_TTL_SECS", default_value_t = 600)]
+    pub assignment_ttl_secs: u64,
+}
+
+fn share(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("must be a number from 0 to 1. Given: {value}")),
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.store.open().await?;
+    let auth = prepare_auth(&args, &store).await?;
     let (source, default_name) = match &args.model {
         Some(arg) => {
             let source = ModelSource::parse(arg)?;
@@ -73,6 +98,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state,
         &ApiConfig {
             max_body_bytes: args.max_body_bytes,
+            auth,
+            annotation: AnnotationConfig {
+                overlap_share: args.annotation_overlap,
+                assignment_ttl: std::time::Duration::from_secs(args.assignment_ttl_secs),
+            },
         },
     );
     let listener = TcpListener::bind((args.host.as_str(), args.port))
@@ -82,6 +112,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%address, "listening on http://{address}");
     crate::serve(listener, app, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Stores `--admin-key` if given, and says loudly what a caller needs: with `--no-auth`, that
+/// everything is open; without any key, how to make one.
+async fn prepare_auth(args: &ServeArgs, store: &flywheel_store::Store) -> anyhow::Result<AuthMode> {
+    if args.no_auth {
+        tracing::warn!(
+            "--no-auth: EVERY ROUTE IS OPEN. Anyone who can reach this port can generate, read \
+             every logged sample and post judgments. Use it for local experiments only."
+        );
+        return Ok(AuthMode::Disabled);
+    }
+    if let Some(secret) = &args.admin_key {
+        auth::ensure_key(store, "admin (FLYWHEEL_ADMIN_KEY)", secret, &[Scope::Admin])
+            .await
+            .context("cannot use FLYWHEEL_ADMIN_KEY")?;
+    }
+    let live = store.list_api_keys().await?;
+    if live.iter().all(|k| k.revoked_at.is_some()) {
+        tracing::warn!(
+            "no API key exists yet, so every route except /health, /ready, /docs, \
+             /openapi.json and /annotate answers 401. Create one with `flywheel keys create --name me --scope \
+             admin` (it prints the key once), set FLYWHEEL_ADMIN_KEY, or serve with --no-auth \
+             for a local experiment."
+        );
+    }
+    Ok(AuthMode::Required)
 }
 
 async fn shutdown_signal() {

@@ -12,6 +12,7 @@ pub mod loader;
 mod sample;
 pub mod sampler;
 pub mod stop;
+mod token_bytes;
 
 pub use generation::{ChatMessage, Generation, Prompt};
 
@@ -58,9 +59,13 @@ impl FinishReason {
 /// A generated token as the client sees it in `logprobs`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenLogprob {
+    /// The token's bytes as text (lossy when it holds part of a character).
     pub token: String,
+    /// The token's exact bytes.
+    pub bytes: Vec<u8>,
     pub logprob: f32,
-    pub top: Vec<(String, f32)>,
+    /// The most likely alternatives at this position (their own `top` is empty).
+    pub top: Vec<TokenLogprob>,
 }
 
 #[derive(Debug, Clone, Default)]

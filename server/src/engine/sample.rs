@@ -173,10 +173,19 @@ pub(crate) async fn run(job: SampleJob<'_>) -> anyhow::Result<Option<FinishedSam
 }
 
 fn token_logprob(tokenizer: &tokenizers::Tokenizer, token: &SampledToken) -> TokenLogprob {
-    let text = |id: u32| tokenizer.decode(&[id], false).unwrap_or_default();
-    TokenLogprob {
-        token: text(token.id),
-        logprob: token.logprob,
-        top: token.top.iter().map(|(id, lp)| (text(*id), *lp)).collect(),
-    }
+    let entry = |id: u32, logprob: f32, top: Vec<TokenLogprob>| {
+        let bytes = super::token_bytes::token_bytes(tokenizer, id);
+        TokenLogprob {
+            token: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
+            logprob,
+            top,
+        }
+    };
+    let top = token
+        .top
+        .iter()
+        .map(|(id, lp)| entry(*id, *lp, Vec::new()))
+        .collect();
+    entry(token.id, token.logprob, top)
 }

@@ -150,6 +150,19 @@ async fn logprobs_are_natural_logs_with_top_alternatives() {
         assert!(mass <= 1.0 + 1e-5, "{mass}");
     }
     assert!(mass > 0.0);
+    // The bytes of the tokens spell the text exactly, even where a token holds part of a character.
+    let bytes: Vec<u8> = content
+        .iter()
+        .flat_map(|e| {
+            e["bytes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| b.as_u64().unwrap() as u8)
+        })
+        .collect();
+    let text = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(String::from_utf8_lossy(&bytes), text);
 }
 
 #[tokio::test]

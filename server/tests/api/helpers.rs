@@ -1,11 +1,15 @@
 //! `spawn_app()`: a real Flywheel server on 127.0.0.1:0 over the tiny random model and a fresh
 //! store, plus a client with small helpers. Logs show only with `TEST_LOG=1`.
+//!
+//! `client` sends a key with every scope; `bare` sends none, and `key(&[..])` makes others.
 
+use flywheel_server::api::annotation::AnnotationConfig;
+use flywheel_server::api::auth::{generate_secret, AuthMode};
 use flywheel_server::api::{self, ApiConfig, AppState};
 use flywheel_server::engine::{Engine, EngineConfig, Generation};
 use flywheel_server::metrics::Metrics;
 use flywheel_server::model_source::ModelSource;
-use flywheel_store::Store;
+use flywheel_store::{hash_api_key, Scope, Store};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -15,7 +19,10 @@ pub const MODEL: &str = "tiny";
 pub struct TestApp {
     pub address: String,
     pub store: Store,
+    /// Sends a key with every scope.
     pub client: reqwest::Client,
+    /// Sends no key.
+    pub bare: reqwest::Client,
     pub engine: Engine,
     _dirs: Vec<tempfile::TempDir>,
 }
@@ -24,6 +31,8 @@ pub struct AppOptions {
     pub engine: EngineConfig,
     pub max_body_bytes: usize,
     pub postgres: bool,
+    pub auth: AuthMode,
+    pub annotation: AnnotationConfig,
 }
 
 impl Default for AppOptions {
@@ -32,6 +41,8 @@ impl Default for AppOptions {
             engine: EngineConfig::default(),
             max_body_bytes: ApiConfig::default().max_body_bytes,
             postgres: false,
+            auth: AuthMode::Required,
+            annotation: AnnotationConfig::default(),
         }
     }
 }
@@ -81,6 +92,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         state,
         &ApiConfig {
             max_body_bytes: options.max_body_bytes,
+            auth: options.auth,
+            annotation: options.annotation,
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -90,13 +103,38 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         app,
         std::future::pending(),
     ));
+    let secret = create_key(&store, &[Scope::Inference, Scope::Annotate, Scope::Admin]).await;
     TestApp {
         address,
         store,
-        client: reqwest::Client::new(),
+        client: client_with_key(&secret),
+        bare: reqwest::Client::new(),
         engine: engine.clone(),
         _dirs: vec![data],
     }
+}
+
+/// Stores a new key with `scopes` and returns its secret.
+pub async fn create_key(store: &Store, scopes: &[Scope]) -> String {
+    let secret = generate_secret();
+    store
+        .create_api_key("test", scopes, &hash_api_key(&secret))
+        .await
+        .unwrap();
+    secret
+}
+
+/// A client that sends `Authorization: Bearer <secret>` on every request.
+pub fn client_with_key(secret: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {secret}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// Whether the test Postgres answers. Outside CI a missing Postgres skips the test with a warning;
@@ -139,6 +177,14 @@ async fn postgres_store() -> Store {
 }
 
 impl TestApp {
+    /// A client whose key has exactly `scopes`.
+    pub async fn client_with_scopes(&self, scopes: &[Scope]) -> reqwest::Client {
+        client_with_key(&create_key(&self.store, scopes).await)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(format!("{}{}", self.address, path))

@@ -1,11 +1,16 @@
 //! The API test suite: one binary (so mistral.rs is linked once), one module per resource.
 
+mod annotation;
+mod annotators;
+mod auth;
 mod chat;
 mod completions;
 mod errors;
 mod groups;
 mod helpers;
 mod hot_swap;
+mod judgments;
 mod ops;
 mod smollm2;
 mod streaming;
+mod training;

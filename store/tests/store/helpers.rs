@@ -130,6 +130,7 @@ pub fn group_at(created_at: DateTime<Utc>, n: usize) -> NewGroup {
         seed: Some(7),
         user: Some("user-1".into()),
         prompt_tokens: 12,
+        prompt_token_ids: Some(vec![1, 2, 3, 4_000_000_000]),
         latency_ms: 250,
         created_at,
         responses: (0..n).map(response).collect(),

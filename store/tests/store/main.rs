@@ -10,3 +10,4 @@ mod judgment_list;
 mod judgments;
 mod list;
 mod queue;
+mod train_runs;

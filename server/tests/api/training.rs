@@ -1,0 +1,295 @@
+//! What we train is what we serve: the trainer scores served samples with the server's own
+//! log-probs, an adapter it writes makes the server generate what the trainer predicts, and
+//! `flywheel train` turns stored judgments into an adapter the engine loads.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use clap::Parser;
+use flywheel_server::cli::train::{train, TrainArgs};
+use flywheel_server::cli::{Cli, Command};
+use flywheel_server::model_source::ModelSource;
+use flywheel_store::{
+    AdapterStatus, Error as StoreError, JudgmentSource, NewJudgment, Outcome, TrainRunStatus,
+};
+use flywheel_trainer::{
+    prepare_pairs, sequence_logprobs, write_adapter, Adapter, Dpo, LoraConfig, Model, OptimConfig,
+    PairExample, Sequence, TrainConfig, Trainer,
+};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::helpers::{greedy, spawn_app, tiny_model_dir, TestApp, MODEL};
+
+fn tiny_model() -> Model {
+    let lora = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        ..LoraConfig::default()
+    };
+    Model::load(&tiny_model_dir(), lora, DType::F32, &Device::Cpu).unwrap()
+}
+
+/// `n` samples at temperature 1; returns the group id.
+async fn sample(app: &TestApp, content: &str, n: u32, seed: i64) -> Uuid {
+    let body = app
+        .chat(json!({
+            "model": MODEL,
+            "messages": [{"role": "user", "content": content}],
+            "temperature": 1.0,
+            "max_tokens": 12,
+            "n": n,
+            "seed": seed,
+        }))
+        .await;
+    group_id(&body)
+}
+
+fn group_id(body: &Value) -> Uuid {
+    body["group_id"].as_str().unwrap().parse().unwrap()
+}
+
+/// The index of the largest value of a [vocab] row.
+fn argmax(row: &Tensor) -> u32 {
+    row.argmax(0).unwrap().to_scalar::<u32>().unwrap()
+}
+
+#[tokio::test]
+async fn the_trainer_scores_a_sampled_response_with_the_log_probs_the_server_sampled_it_with() {
+    // Arrange
+    let app = spawn_app().await;
+    let id = sample(&app, "Tell me a short story about a fox", 2, 11).await;
+    let group = app.store.get_group(id).await.unwrap();
+    let prompt = app.store.group_prompt_token_ids(id).await.unwrap();
+    let prompt = prompt.expect("the server records the prompt token ids");
+    assert_eq!(prompt.len() as i64, group.group.prompt_tokens);
+    let model = tiny_model();
+
+    // Act
+    let scored: Vec<Vec<f64>> = group
+        .responses
+        .iter()
+        .map(|r| {
+            let seq = Sequence::new(prompt.clone(), r.token_ids.clone()).unwrap();
+            sequence_logprobs(&model, &seq, Adapter::Off)
+                .unwrap()
+                .per_token
+        })
+        .collect();
+
+    // Assert
+    for (r, ours) in group.responses.iter().zip(&scored) {
+        assert_eq!(ours.len(), r.logprobs.len());
+        for (k, (&trainer, &server)) in ours.iter().zip(&r.logprobs).enumerate() {
+            assert!(
+                (trainer - server as f64).abs() < 1e-4,
+                "response {} token {k}: trainer {trainer}, server {server}",
+                r.index
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_adapter_the_trainer_wrote_makes_the_server_generate_what_the_trainer_predicts() {
+    // Arrange: a few DPO steps, so that B ≠ 0 and the adapter changes the model.
+    let model = tiny_model();
+    let seq = |r: &[u32]| Sequence::new(vec![1, 100, 101, 102], r.to_vec()).unwrap();
+    let examples = vec![PairExample {
+        chosen: seq(&[110, 111, 112]),
+        rejected: seq(&[120, 121, 122]),
+        win_rates: None,
+    }];
+    let pairs = prepare_pairs(&model, &Dpo::default(), examples, Adapter::Off).unwrap();
+    let config = TrainConfig {
+        optim: OptimConfig {
+            lr: 5e-2,
+            warmup_steps: 0,
+            total_steps: 10,
+            ..OptimConfig::default()
+        },
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(&model, Box::new(Dpo::default()), config).unwrap();
+    for _ in 0..10 {
+        trainer.step(&pairs).unwrap();
+    }
+    let weights = model.snapshot().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("1");
+    write_adapter(&dir, &model, &weights, "tiny").unwrap();
+    let app = spawn_app().await;
+    let base = ModelSource::HfDir(tiny_model_dir());
+    app.engine
+        .load_and_activate(&base, Some(&dir), 1)
+        .await
+        .unwrap();
+
+    // Act
+    let body = app.chat(greedy("What does the adapter say?", 20)).await;
+    let id = group_id(&body);
+    let served = app.store.get_group(id).await.unwrap().responses[0]
+        .token_ids
+        .clone();
+    let prompt = app.store.group_prompt_token_ids(id).await.unwrap().unwrap();
+    let mut ids = prompt.clone();
+    let mut predicted = Vec::new();
+    for _ in 0..served.len() {
+        let logits = model.logits(&ids, Adapter::Fixed(&weights)).unwrap();
+        let next = argmax(&logits.i(ids.len() - 1).unwrap());
+        predicted.push(next);
+        ids.push(next);
+    }
+
+    // Assert
+    assert_eq!(body["adapter"], 1);
+    assert_eq!(predicted, served);
+    let with = model.logits(&prompt, Adapter::Fixed(&weights)).unwrap();
+    let without = model.logits(&prompt, Adapter::Off).unwrap();
+    let moved: f32 = (with - without)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(moved > 1e-3, "the trained adapter should change the logits");
+}
+
+/// Parses a `flywheel train` command line writing adapters under `out`.
+fn train_args(out: &Path, extra: &[&str]) -> TrainArgs {
+    let model = tiny_model_dir();
+    let mut argv = vec![
+        "flywheel",
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--rank",
+        "4",
+    ];
+    argv.extend_from_slice(extra);
+    match Cli::try_parse_from(argv).unwrap().command {
+        Command::Train(args) => args,
+        other => panic!("parsed as {other:?}"),
+    }
+}
+
+/// Judges a group round-robin: response i beats every response after it.
+async fn judge(app: &TestApp, id: Uuid) {
+    let group = app.store.get_group(id).await.unwrap();
+    let mut judgments = Vec::new();
+    for (i, a) in group.responses.iter().enumerate() {
+        for b in &group.responses[i + 1..] {
+            judgments.push(NewJudgment {
+                group_id: id,
+                response_a: a.id,
+                response_b: b.id,
+                outcome: Outcome::A,
+                strength: None,
+                annotator: "rule-1".into(),
+                source: JudgmentSource::Rule,
+                rationale: None,
+                criteria: None,
+                idempotency_key: None,
+            });
+        }
+    }
+    app.store.insert_judgments(&judgments).await.unwrap();
+}
+
+#[tokio::test]
+async fn flywheel_train_turns_stored_judgments_into_a_ready_adapter_the_engine_serves() {
+    // Arrange
+    let app = spawn_app().await;
+    for (i, prompt) in ["Name a colour", "Name an animal"].iter().enumerate() {
+        let id = sample(&app, prompt, 3, i as i64).await;
+        judge(&app, id).await;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let args = train_args(
+        out.path(),
+        &[
+            "--algo", "dpo", "--steps", "3", "--lr", "1e-2", "--batch", "2",
+        ],
+    );
+
+    // Act
+    let adapter = train(&app.store, &args).await.unwrap();
+    let path = adapter.path.clone().unwrap();
+    app.engine
+        .load_and_activate(
+            &ModelSource::HfDir(tiny_model_dir()),
+            Some(Path::new(&path)),
+            adapter.version,
+        )
+        .await
+        .unwrap();
+    let body = app.chat(greedy("Which adapter is this?", 8)).await;
+
+    // Assert
+    assert_eq!(adapter.version, 1);
+    assert_eq!(adapter.status, AdapterStatus::Ready);
+    assert_eq!(adapter.parent_version, Some(0));
+    assert_eq!(adapter.algorithm, "dpo");
+    assert_eq!(Path::new(&path), out.path().join("1"));
+    assert_eq!(adapter.sha256.as_ref().map(String::len), Some(64));
+    let run_id = adapter.train_run_id.unwrap();
+    let run = app.store.get_train_run(run_id).await.unwrap();
+    assert_eq!(run.status, TrainRunStatus::Succeeded);
+    assert_eq!(run.adapter_version, Some(1));
+    let steps = app.store.train_steps(run_id).await.unwrap();
+    assert_eq!(steps.len(), 3);
+    assert!(steps
+        .iter()
+        .all(|s| s.loss.is_finite() && s.grad_norm.is_some()));
+    assert_eq!(body["adapter"], 1);
+}
+
+#[tokio::test]
+async fn a_train_run_without_usable_pairs_fails_and_leaves_no_ready_adapter_behind() {
+    // Arrange: samples, but no judgments.
+    let app = spawn_app().await;
+    sample(&app, "Nobody judges this", 2, 3).await;
+    let out = tempfile::tempdir().unwrap();
+    let args = train_args(out.path(), &["--algo", "sppo", "--steps", "2"]);
+
+    // Act
+    let result = train(&app.store, &args).await;
+
+    // Assert
+    let message = format!("{:#}", result.unwrap_err());
+    assert!(message.contains("no usable training pairs"), "{message}");
+    let adapter = app.store.get_adapter(1).await.unwrap();
+    assert_eq!(adapter.status, AdapterStatus::Failed);
+    let run = app
+        .store
+        .get_train_run(adapter.train_run_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(run.status, TrainRunStatus::Failed);
+    assert!(run.error.unwrap().contains("no usable"));
+    assert!(!out.path().join("1").exists());
+}
+
+#[tokio::test]
+async fn a_train_run_from_an_unknown_parent_is_refused_before_anything_is_recorded() {
+    // Arrange
+    let app = spawn_app().await;
+    let out = tempfile::tempdir().unwrap();
+    let args = train_args(out.path(), &["--algo", "inpo", "--parent", "7"]);
+
+    // Act
+    let result = train(&app.store, &args).await;
+
+    // Assert
+    let message = format!("{:#}", result.unwrap_err());
+    assert!(
+        message.contains("unknown parent adapter version 7"),
+        "{message}"
+    );
+    let next = app.store.get_adapter(1).await;
+    assert!(matches!(next, Err(StoreError::NotFound("adapter"))));
+}

@@ -1,0 +1,245 @@
+//! Stored groups → training pairs: the store's judged groups become [`JudgedGroup`]s, then
+//! best-versus-worst [`PairExample`]s (`data`).
+//!
+//! The prompt is the token ids the server fed the model (`groups.prompt_token_ids`), never a
+//! re-rendering of the messages, so the trainer scores exactly the sequences that were sampled
+//! (`research/algorithms.md` §0.2). Groups recorded without them are skipped and counted.
+
+use flywheel_store::TrainingGroup;
+
+use crate::data::{group_pair, Candidate, JudgedGroup, PairSelection};
+use crate::preference::Comparison;
+use crate::train::PairExample;
+use crate::{Error, Result};
+
+/// How many groups gave a pair, and why the others did not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DataReport {
+    pub groups: usize,
+    pub pairs: usize,
+    /// Recorded before prompt token ids were kept.
+    pub without_prompt_ids: usize,
+    /// No preference among the selected responses (ties only, one response of π_t, …).
+    pub without_preference: usize,
+}
+
+impl std::fmt::Display for DataReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} judged groups read: {} gave a pair, {} lack prompt token ids, {} show no \
+             preference among the selected responses",
+            self.groups, self.pairs, self.without_prompt_ids, self.without_preference
+        )
+    }
+}
+
+/// The group in the builders' terms: responses with tokens, judgments over their indices.
+/// `None` when the group has no prompt token ids. Empty responses and the judgments naming them
+/// are left out (an empty response has no token to score).
+pub fn judged_group(stored: &TrainingGroup) -> Option<JudgedGroup> {
+    let prompt = stored.prompt_token_ids.clone().filter(|p| !p.is_empty())?;
+    let kept: Vec<_> = stored
+        .responses
+        .iter()
+        .filter(|r| !r.token_ids.is_empty())
+        .collect();
+    let index = |id| kept.iter().position(|r| r.id == id);
+    let comparisons = stored
+        .judgments
+        .iter()
+        .filter_map(|j| {
+            Some(Comparison {
+                a: index(j.response_a)?,
+                b: index(j.response_b)?,
+                outcome: j.outcome,
+                strength: j.strength,
+            })
+        })
+        .collect();
+    Some(JudgedGroup {
+        prompt,
+        responses: kept
+            .iter()
+            .map(|r| Candidate {
+                tokens: r.token_ids.clone(),
+                adapter_version: r.adapter_version,
+            })
+            .collect(),
+        comparisons,
+    })
+}
+
+/// One best-versus-worst pair per stored group that has one, and what happened to the rest.
+///
+/// # Errors
+/// `Error::NoData` (naming the [`DataReport`]) when no group gives a pair; `Error::Shape` for a
+/// token id outside a vocabulary of `vocab_size` (data served by another model).
+pub fn pairs_from_store(
+    groups: &[TrainingGroup],
+    selection: &PairSelection,
+    vocab_size: usize,
+) -> Result<(Vec<PairExample>, DataReport)> {
+    let mut report = DataReport {
+        groups: groups.len(),
+        ..DataReport::default()
+    };
+    let mut pairs = Vec::new();
+    for stored in groups {
+        let Some(group) = judged_group(stored) else {
+            report.without_prompt_ids += 1;
+            continue;
+        };
+        check_vocabulary(stored, &group, vocab_size)?;
+        match group_pair(&group, selection)? {
+            Some(pair) => pairs.push(pair),
+            None => report.without_preference += 1,
+        }
+    }
+    report.pairs = pairs.len();
+    if pairs.is_empty() {
+        return Err(Error::NoData(report.to_string()));
+    }
+    Ok((pairs, report))
+}
+
+fn check_vocabulary(stored: &TrainingGroup, group: &JudgedGroup, vocab_size: usize) -> Result<()> {
+    let tokens = group
+        .responses
+        .iter()
+        .flat_map(|r| &r.tokens)
+        .chain(&group.prompt);
+    match tokens.max() {
+        Some(&max) if max as usize >= vocab_size => Err(Error::Shape(format!(
+            "group {} (model `{}`) holds token id {max}, outside this model's vocabulary of \
+             {vocab_size}: it was served by another model",
+            stored.id, stored.model
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use flywheel_store::{Judgment, JudgmentSource, Outcome, Response};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn response(index: i32, tokens: Vec<u32>, version: i64) -> Response {
+        Response {
+            id: Uuid::now_v7(),
+            group_id: Uuid::nil(),
+            index,
+            prompt: None,
+            text: String::new(),
+            token_ids: tokens,
+            logprobs: vec![],
+            finish_reason: "stop".into(),
+            completion_tokens: 0,
+            adapter_version: version,
+            latency_ms: 0,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn judgment(a: &Response, b: &Response, outcome: Outcome) -> Judgment {
+        Judgment {
+            id: Uuid::now_v7(),
+            group_id: Uuid::nil(),
+            response_a: a.id,
+            response_b: b.id,
+            outcome,
+            strength: None,
+            annotator: "ann".into(),
+            source: JudgmentSource::Human,
+            rationale: None,
+            criteria: None,
+            idempotency_key: None,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn stored(prompt: Option<Vec<u32>>, responses: Vec<Response>, winner: usize) -> TrainingGroup {
+        let judgments = (0..responses.len())
+            .filter(|&i| i != winner)
+            .map(|i| judgment(&responses[winner], &responses[i], Outcome::A))
+            .collect();
+        TrainingGroup {
+            id: Uuid::now_v7(),
+            model: "tiny".into(),
+            adapter_version: 0,
+            prompt_token_ids: prompt,
+            responses,
+            judgments,
+        }
+    }
+
+    #[test]
+    fn a_stored_group_pairs_its_judged_winner_with_the_loser_on_the_served_prompt_ids() {
+        let g = stored(
+            Some(vec![1, 5, 6]),
+            vec![
+                response(0, vec![10, 2], 0),
+                response(1, vec![11, 2], 0),
+                response(2, vec![12, 2], 0),
+            ],
+            1,
+        );
+
+        let (pairs, report) = pairs_from_store(&[g], &PairSelection::default(), 100).unwrap();
+
+        assert_eq!(report.pairs, 1);
+        assert_eq!(pairs[0].chosen.prompt, vec![1, 5, 6]);
+        assert_eq!(pairs[0].chosen.response, vec![11, 2]);
+        assert!(pairs[0].win_rates.is_some());
+    }
+
+    #[test]
+    fn groups_without_prompt_ids_are_counted_and_none_usable_is_a_no_data_error() {
+        let g = stored(
+            None,
+            vec![response(0, vec![10], 0), response(1, vec![11], 0)],
+            0,
+        );
+
+        let result = pairs_from_store(&[g], &PairSelection::default(), 100);
+
+        let Err(Error::NoData(message)) = result else {
+            panic!("expected NoData, got {result:?}")
+        };
+        assert!(message.contains("1 lack prompt token ids"), "{message}");
+    }
+
+    #[test]
+    fn token_ids_beyond_the_vocabulary_are_a_model_mismatch() {
+        let g = stored(
+            Some(vec![1, 500]),
+            vec![response(0, vec![10], 0), response(1, vec![11], 0)],
+            0,
+        );
+
+        let result = pairs_from_store(&[g], &PairSelection::default(), 100);
+
+        assert!(matches!(result, Err(Error::Shape(_))), "{result:?}");
+    }
+
+    #[test]
+    fn empty_responses_and_their_judgments_are_left_out() {
+        let g = stored(
+            Some(vec![1]),
+            vec![
+                response(0, vec![], 0),
+                response(1, vec![11], 0),
+                response(2, vec![12], 0),
+            ],
+            0,
+        );
+
+        let group = judged_group(&g).unwrap();
+
+        assert_eq!(group.responses.len(), 2);
+        assert!(group.comparisons.is_empty());
+    }
+}
