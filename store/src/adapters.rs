@@ -139,6 +139,53 @@ impl Store {
         ))
     }
 
+    /// Makes `version` the active adapter and retires the one active before, in one transaction.
+    /// Version 0 (the base model) can be activated too, to roll back.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]`("adapter")` for an unknown version; [`Error::Invalid`] for one that is
+    /// still training or failed.
+    pub async fn activate_adapter(&self, version: i64) -> Result<Adapter> {
+        let adapter = self.get_adapter(version).await?;
+        if matches!(
+            adapter.status,
+            AdapterStatus::Training | AdapterStatus::Failed
+        ) {
+            return Err(Error::Invalid(format!(
+                "`version` {version} is {}; only ready, active or retired adapters can be activated",
+                adapter.status.as_str()
+            )));
+        }
+        let now = Timestamp(Utc::now());
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE adapters SET status = 'retired' WHERE status = 'active' AND version <> $1")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE adapters SET status = 'active', activated_at = $2 WHERE version = $1")
+                .bind(version)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        self.get_adapter(version).await
+    }
+
+    /// Marks `version` failed with `error` (an adapter the engine could not load). The base model
+    /// (version 0) is never marked.
+    pub async fn fail_adapter(&self, version: i64, error: &str) -> Result<()> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE adapters SET status = 'failed', error = $2 WHERE version = $1 AND version <> 0 AND status <> 'active'")
+                .bind(version)
+                .bind(error)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// The version of the active adapter, or 0 (the base model) if none is active.
     pub async fn active_adapter_version(&self) -> Result<i64> {
         let version: Option<i64> = with_pool!(self, pool => {

@@ -20,6 +20,8 @@ def test_compose_file_wires_postgres_migrations_and_server():
     assert services["server"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert (ROOT / services["migrate"]["build"]["dockerfile"].replace("docker/", "docker/")).exists()
     assert "8000:8000" in services["server"]["ports"]
+    # Routes are deny-by-default: the compose file must hand the server an admin key.
+    assert "FLYWHEEL_ADMIN_KEY" in services["server"]["environment"]
 
 
 def test_dockerfiles_build_the_binary_and_run_a_real_subcommand():

@@ -1,6 +1,7 @@
 //! The HTTP API: OpenAI-compatible inference plus Flywheel's own resources. One resource a file;
 //! every route is documented through utoipa and listed in [`ApiDoc`].
 
+pub mod adapters;
 pub mod annotate;
 pub mod annotation;
 pub mod annotators;
@@ -85,6 +86,8 @@ impl Default for ApiConfig {
         annotation::next_pair,
         annotators::list_annotators,
         annotators::get_annotator,
+        adapters::get_adapter,
+        adapters::activate_adapter,
     ),
     components(schemas(
         error::ErrorBody,
@@ -151,6 +154,11 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/v1/annotators", get(annotators::list_annotators))
         .route("/v1/annotators/{id}", get(annotators::get_annotator))
+        .route("/v1/adapters/{version}", get(adapters::get_adapter))
+        .route(
+            "/v1/adapters/{version}/activate",
+            post(adapters::activate_adapter),
+        )
         .route_layer(gate(Scope::Admin));
     Router::new()
         .merge(inference)

@@ -77,9 +77,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let name = args.served_model_name.clone().unwrap_or(default_name);
-    let generation = Generation::load(&source, None, name, 0)
-        .await
-        .context("cannot load the model")?;
+    let generation = load_active(&store, &source, name).await?;
     let metrics = Metrics::new();
     let engine = Engine::new(
         generation,
@@ -158,4 +156,38 @@ async fn shutdown_signal() {
     let terminate = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
     tracing::info!("shutting down; letting running requests finish");
+}
+
+/// The generation to start on: the adapter the store says is active (so a restart keeps serving
+/// it), or the base model. An active adapter that no longer loads is marked failed, and the base
+/// model serves instead of the server refusing to start.
+async fn load_active(
+    store: &flywheel_store::Store,
+    source: &ModelSource,
+    name: String,
+) -> anyhow::Result<Generation> {
+    let version = store.active_adapter_version().await?;
+    if version != 0 {
+        let adapter = store.get_adapter(version).await?;
+        if let Some(path) = adapter.path.as_deref() {
+            match Generation::load(
+                source,
+                Some(std::path::Path::new(path)),
+                name.clone(),
+                version,
+            )
+            .await
+            {
+                Ok(generation) => return Ok(generation),
+                Err(e) => {
+                    tracing::error!(version, error = %format!("{e:#}"), "the active adapter does not load; serving the base model");
+                    store.activate_adapter(0).await?;
+                    store.fail_adapter(version, &format!("{e:#}")).await?;
+                }
+            }
+        }
+    }
+    Generation::load(source, None, name, 0)
+        .await
+        .context("cannot load the model")
 }

@@ -30,6 +30,8 @@ pub struct Generation {
     pub version: i64,
     /// The name clients address it by (`model` in requests).
     pub name: String,
+    /// The base weights, kept so a swap can load the next adapter onto the same base.
+    pub source: ModelSource,
     pub(crate) model: Model,
     pub(crate) tokenizer: Tokenizer,
     pub(crate) eos: Vec<u32>,
@@ -84,6 +86,7 @@ impl Generation {
         Ok(Generation {
             version,
             name,
+            source: source.clone(),
             model,
             tokenizer,
             eos,

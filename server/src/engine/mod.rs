@@ -121,6 +121,8 @@ struct Inner {
     active: RwLock<Arc<Generation>>,
     admission: Arc<Semaphore>,
     decode: Arc<Semaphore>,
+    /// Held while a swap loads its generation, so two swaps never hold three models at once.
+    swapping: tokio::sync::Mutex<()>,
     config: EngineConfig,
     metrics: Metrics,
 }
@@ -154,6 +156,7 @@ impl Engine {
             active: RwLock::new(Arc::new(generation)),
             admission: Arc::new(Semaphore::new(config.queue_capacity)),
             decode: Arc::new(Semaphore::new(config.decode_slots.max(1))),
+            swapping: tokio::sync::Mutex::new(()),
             config,
             metrics,
         };
@@ -178,6 +181,7 @@ impl Engine {
         adapter: Option<&std::path::Path>,
         version: i64,
     ) -> anyhow::Result<()> {
+        let _one_swap_at_a_time = self.inner.swapping.lock().await;
         let name = self.active().name.clone();
         let next = Generation::load(source, adapter, name, version).await?;
         self.activate(next);

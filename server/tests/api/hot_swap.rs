@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::helpers::{greedy, spawn_app, tiny_model_dir, TestApp};
+use crate::helpers::{assert_error, greedy, spawn_app, tiny_model_dir, TestApp};
+use flywheel_store::{AdapterStatus, NewAdapter};
 
 /// A PEFT LoRA adapter for the tiny model (hidden 64, 2 layers, kv dim 32) with random A and B.
 fn write_adapter(dir: &Path, seed: u64) -> PathBuf {
@@ -165,4 +166,80 @@ async fn a_failed_load_leaves_the_old_generation_serving() {
 
     assert!(result.is_err());
     assert_eq!(answer(&app).await.1, 0);
+}
+
+async fn register(app: &TestApp, path: Option<&Path>) -> i64 {
+    let adapter = app
+        .store
+        .insert_adapter(&NewAdapter {
+            parent_version: 0,
+            algorithm: "dpo".into(),
+            train_run_id: None,
+            path: path.map(|p| p.display().to_string()),
+            sha256: None,
+            status: AdapterStatus::Ready,
+        })
+        .await
+        .unwrap();
+    adapter.version
+}
+
+#[tokio::test]
+async fn activating_an_adapter_over_the_api_swaps_the_policy_and_rolls_back() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let version = register(&app, Some(&write_adapter(&dir.path().join("a"), 5))).await;
+    let (base_text, _) = answer(&app).await;
+
+    let activated: Value = app
+        .post(&format!("/v1/adapters/{version}/activate"), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    assert_eq!(activated["status"], "active");
+    let (text, served) = answer(&app).await;
+    assert_eq!(served, version);
+    assert_ne!(text, base_text);
+    assert_eq!(app.get_json("/v1/adapters/0").await["status"], "retired");
+    assert_eq!(app.store.active_adapter_version().await.unwrap(), version);
+
+    app.post("/v1/adapters/0/activate", &json!({})).await;
+    assert_eq!(answer(&app).await, (base_text, json!(0)));
+    assert_eq!(
+        app.get_json(&format!("/v1/adapters/{version}")).await["status"],
+        "retired"
+    );
+}
+
+#[tokio::test]
+async fn an_adapter_that_does_not_load_is_marked_failed_and_the_policy_stays() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("adapter_config.json"), "{\"r\": 4}").unwrap();
+    let version = register(&app, Some(&broken)).await;
+
+    let response = app
+        .post(&format!("/v1/adapters/{version}/activate"), &json!({}))
+        .await;
+
+    assert_error(response, 409, None).await;
+    assert_eq!(
+        app.get_json(&format!("/v1/adapters/{version}")).await["status"],
+        "failed"
+    );
+    assert_eq!(answer(&app).await.1, 0);
+    let again = app
+        .post(&format!("/v1/adapters/{version}/activate"), &json!({}))
+        .await;
+    assert_error(again, 400, Some("version")).await;
+    assert_error(
+        app.post("/v1/adapters/99/activate", &json!({})).await,
+        404,
+        None,
+    )
+    .await;
 }
