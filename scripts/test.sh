@@ -30,6 +30,10 @@ cargo test --release --workspace
 
 echo "== End to end: flywheel serve + openai client + curl"
 workdir="$(mktemp -d)"
+# `flywheel migrate` alone creates a usable store, twice over.
+DATABASE_URL="sqlite://$workdir/migrate.db" "$target/release/flywheel" migrate
+DATABASE_URL="sqlite://$workdir/migrate.db" "$target/release/flywheel" migrate
+test -s "$workdir/migrate.db"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 # The server accepts this secret as an admin key (admin passes every scope's gate); the annotation
 # page's browser test uses an annotate-only key made with `flywheel keys create`.
