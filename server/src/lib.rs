@@ -2,12 +2,13 @@
 //!
 //! # Layout
 //! - `cli`: the `flywheel` subcommands, one file each (`serve`, `migrate`, `openapi`, `model`,
-//!   `train`, `keys`).
+//!   `train`, `keys`, `export`).
 //! - `agreement`: inter-annotator agreement (majority, Cohen's kappa), pure functions.
 //! - `api`: the axum routes (one resource a file), scoped API keys (`auth`), the OpenAI error
 //!   shape, the OpenAPI document.
 //! - `engine`: admission queue, the active generation of the policy, sampling through mistral.rs.
 //! - `model_source`: resolving `--model`, and fetching the default model from PyPI.
+//! - `export`: judged groups as JSONL in trainers' formats (dpo, kto, sppo, raw) + a manifest.
 //! - `metrics`: the `flywheel_*` Prometheus metrics.
 //! - `telemetry`: logging setup.
 
@@ -15,6 +16,7 @@ pub mod agreement;
 pub mod api;
 pub mod cli;
 pub mod engine;
+pub mod export;
 pub mod metrics;
 pub mod model_source;
 pub mod telemetry;

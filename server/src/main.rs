@@ -15,6 +15,7 @@ fn main() -> anyhow::Result<()> {
             Command::Model(args) => cli::model::run(args).await,
             Command::Keys(args) => cli::keys::run(args).await,
             Command::Train(args) => cli::train::run(args).await,
+            Command::Export(args) => cli::export::run(args).await,
         }
     })
 }

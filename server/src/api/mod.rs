@@ -9,6 +9,7 @@ pub mod auth;
 pub mod chat;
 pub mod completions;
 pub mod error;
+pub mod exports;
 pub mod groups;
 pub mod health;
 pub mod judgments;
@@ -88,6 +89,7 @@ impl Default for ApiConfig {
         annotators::get_annotator,
         adapters::get_adapter,
         adapters::activate_adapter,
+        exports::get_export,
     ),
     components(schemas(
         error::ErrorBody,
@@ -153,6 +155,7 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
     let admin = Router::new()
         .route("/metrics", get(health::metrics))
         .route("/v1/annotators", get(annotators::list_annotators))
+        .route("/v1/exports", get(exports::get_export))
         .route("/v1/annotators/{id}", get(annotators::get_annotator))
         .route("/v1/adapters/{version}", get(adapters::get_adapter))
         .route(

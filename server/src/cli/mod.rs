@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand. Every flag has a `FLYWHEEL_*` environment
 //! fallback (or `DATABASE_URL`), shown by `--help`.
 
+pub mod export;
 pub mod keys;
 pub mod migrate;
 pub mod model;
@@ -35,6 +36,8 @@ pub enum Command {
     Keys(keys::KeysArgs),
     /// Train an adapter on stored judgments and register it as `ready`.
     Train(train::TrainArgs),
+    /// Write judged groups as JSONL (dpo, kto, sppo or raw) with a manifest.
+    Export(export::ExportArgs),
 }
 
 /// Where the store lives; shared by every subcommand that needs it.

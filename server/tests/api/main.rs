@@ -6,6 +6,7 @@ mod auth;
 mod chat;
 mod completions;
 mod errors;
+mod exports;
 mod groups;
 mod helpers;
 mod hot_swap;
