@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Judgment ingestion on Postgres at concurrency 32: `POST /v1/judgments` on `flywheel serve` against
+`pgbench` doing single-row inserts into a table of the same shape, in one run on one machine.
+
+    python3 bench/ingest_bench.py [--judgments 4000] [--concurrency 32]
+
+Needs a release build (`cargo build --release --bin flywheel`), Postgres on 127.0.0.1:5432 (trust
+auth, user postgres) and pgbench. The server runs the tiny random model (generation is not measured).
+The load generator is Python threads with keep-alive connections on the same 2 cores, so the HTTP
+figure is a lower bound.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import pathlib
+import re
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+FLYWHEEL = os.environ.get("FLYWHEEL_BIN", str(TARGET / "release" / "flywheel"))
+KEY = "fw_bench_" + uuid.uuid4().hex
+PSQL = ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres"]
+
+TABLE = """CREATE TABLE judgments_shape (
+  id UUID PRIMARY KEY, group_id UUID NOT NULL, response_a UUID NOT NULL, response_b UUID NOT NULL,
+  outcome TEXT NOT NULL, strength DOUBLE PRECISION, annotator TEXT NOT NULL, source TEXT NOT NULL,
+  rationale TEXT, criteria JSONB, idempotency_key TEXT UNIQUE, request_hash TEXT NOT NULL,
+  created_at TIMESTAMPTZ NOT NULL)"""
+INSERT = """INSERT INTO judgments_shape VALUES (gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
+  gen_random_uuid(), 'a', NULL, 'bench', 'human', NULL, NULL, md5(random()::text), md5(random()::text), now());"""
+
+
+def request(conn, method, path, body=None):
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+    response = conn.getresponse()
+    data = response.read()
+    return response.status, json.loads(data) if data else None
+
+
+def flywheel(total, concurrency, port, tiny):
+    db = f"flywheel_ingest_{uuid.uuid4().hex[:12]}"
+    subprocess.check_call(PSQL + ["-c", f"CREATE DATABASE {db}"])
+    env = dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}", FLYWHEEL_ADMIN_KEY=KEY, RUST_LOG="warn")
+    server = subprocess.Popen([FLYWHEEL, "serve", "--model", tiny, "--port", str(port)], env=env)
+    try:
+        for _ in range(120):
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                c.request("GET", "/ready")
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        groups = []
+        for i in range(16):
+            status, body = request(conn, "POST", "/v1/chat/completions", {
+                "messages": [{"role": "user", "content": f"prompt {i}"}], "n": 4, "max_tokens": 4})
+            assert status == 200, body
+            groups.append((body["group_id"], [c["response_id"] for c in body["choices"]]))
+        latencies, lock, counter = [], threading.Lock(), iter(range(total))
+
+        def worker():
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            mine = []
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    break
+                group, responses = groups[i % len(groups)]
+                body = {"group_id": group, "response_a": responses[i % 4], "response_b": responses[(i + 1) % 4],
+                        "outcome": "ab"[i % 2], "annotator": f"bench-{i % 7}", "client_id": f"ingest-{i}"}
+                started = time.perf_counter()
+                status, reply = request(c, "POST", "/v1/judgments", body)
+                mine.append(time.perf_counter() - started)
+                assert status == 201, reply
+            with lock:
+                latencies.extend(mine)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - started
+        latencies.sort()
+        return {
+            "rate": total / elapsed,
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        }
+    finally:
+        server.terminate()
+        server.wait()
+        subprocess.call(PSQL + ["-c", f"DROP DATABASE {db}"])
+
+
+def pgbench(concurrency, seconds):
+    db = f"pgbench_ingest_{uuid.uuid4().hex[:12]}"
+    subprocess.check_call(PSQL + ["-c", f"CREATE DATABASE {db}"])
+    try:
+        subprocess.check_call(PSQL + ["-d", db, "-c", TABLE])
+        with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+            f.write(INSERT)
+        out = subprocess.check_output(
+            ["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-n", "-c", str(concurrency), "-j", "2",
+             "-T", str(seconds), "-f", f.name, db], text=True, stderr=subprocess.STDOUT)
+        tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+        latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
+        return {"rate": tps, "latency_avg_ms": latency}
+    finally:
+        subprocess.call(PSQL + ["-c", f"DROP DATABASE {db}"])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--judgments", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    tiny = tempfile.mkdtemp() + "/tiny"
+    subprocess.check_call([FLYWHEEL, "model", "tiny", tiny], stdout=subprocess.DEVNULL)
+    ours = flywheel(args.judgments, args.concurrency, 18000 + os.getpid() % 1000, tiny)
+    theirs = pgbench(args.concurrency, 10)
+    print(f"\nconcurrency {args.concurrency}, {args.judgments} judgments\n")
+    print("| system | rows/s | p50 | p99 |")
+    print("|---|---|---|---|")
+    print(f"| flywheel POST /v1/judgments (HTTP + Postgres) | {ours['rate']:.0f} | {ours['p50_ms']:.1f} ms | {ours['p99_ms']:.1f} ms |")
+    print(f"| pgbench single-row INSERT | {theirs['rate']:.0f} | avg {theirs['latency_avg_ms']:.1f} ms | |")
+    print(f"flywheel / pgbench = {ours['rate'] / theirs['rate']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
