@@ -46,12 +46,19 @@ pub struct StoreArgs {
     /// `postgres://user@host/db`, or `sqlite://path/to/file.db`. Default: an embedded SQLite file.
     #[arg(long, env = "DATABASE_URL", default_value = flywheel_store::DEFAULT_SQLITE_URL)]
     pub database_url: String,
+    /// Most database connections open at once. Raise it towards the number of concurrent writers
+    /// (for example judgment ingestion at high concurrency on Postgres).
+    #[arg(long, env = "FLYWHEEL_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
 }
 
 impl StoreArgs {
     pub async fn open(&self) -> anyhow::Result<flywheel_store::Store> {
         use anyhow::Context;
-        let store = flywheel_store::Store::connect(&self.database_url)
+        let pool = flywheel_store::PoolConfig {
+            max_connections: self.db_max_connections,
+        };
+        let store = flywheel_store::Store::connect_with(&self.database_url, &pool)
             .await
             .with_context(|| format!("cannot open the store at {}", redact(&self.database_url)))?;
         store.migrate().await.context("cannot apply migrations")?;
@@ -75,6 +82,17 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[tokio::test]
+    async fn the_pool_size_flag_reaches_the_store_and_zero_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |n| super::StoreArgs {
+            database_url: format!("sqlite://{}", dir.path().join("f.db").display()),
+            db_max_connections: n,
+        };
+        assert!(args(0).open().await.is_err());
+        assert!(args(4).open().await.is_ok());
+    }
+
     #[test]
     fn passwords_never_reach_the_logs() {
         assert_eq!(
