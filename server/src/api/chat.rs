@@ -172,12 +172,6 @@ pub async fn create_chat_completion(
 ) -> Result<Response, ApiError> {
     super::check_model(&state, body.model.as_deref())?;
     let messages = parse_messages(&body.messages)?;
-    if body.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
-        return Err(ApiError::invalid(
-            "logit_bias",
-            "`logit_bias` is not supported",
-        ));
-    }
     let logprobs = body.logprobs.unwrap_or(false);
     if body.top_logprobs.is_some_and(|k| k > 0) && !logprobs {
         return Err(ApiError::invalid(
@@ -198,6 +192,7 @@ pub async fn create_chat_completion(
             max_tokens: body.max_completion_tokens.or(body.max_tokens),
             stop: body.stop,
             seed: body.seed,
+            logit_bias: body.logit_bias.as_ref().is_some_and(|b| !b.is_empty()),
             logprobs,
             top_logprobs: body.top_logprobs,
             presence_penalty: body.presence_penalty,

@@ -95,12 +95,6 @@ pub async fn create_completion(
 ) -> Result<Response, ApiError> {
     super::check_model(&state, body.model.as_deref())?;
     let text = parse_prompt(&body.prompt)?;
-    if body.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
-        return Err(ApiError::invalid(
-            "logit_bias",
-            "`logit_bias` is not supported",
-        ));
-    }
     if body.echo.unwrap_or(false) {
         return Err(ApiError::invalid("echo", "`echo` is not supported"));
     }
@@ -124,6 +118,7 @@ pub async fn create_completion(
             max_tokens: Some(body.max_tokens.unwrap_or(16)),
             stop: body.stop,
             seed: body.seed,
+            logit_bias: body.logit_bias.as_ref().is_some_and(|b| !b.is_empty()),
             logprobs: body.logprobs.is_some(),
             top_logprobs: body.logprobs,
             presence_penalty: body.presence_penalty,

@@ -25,7 +25,7 @@ pub struct GroupQuery {
     /// Keyset cursor: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1–500 (default 50).
-    pub limit: Option<u32>,
+    pub limit: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -46,13 +46,7 @@ pub async fn list_groups(
     State(state): State<AppState>,
     Query(q): Query<GroupQuery>,
 ) -> Result<AppJson<GroupPage>, ApiError> {
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("`limit` must be >= 1 and <= {MAX_PAGE}. Given: {limit}"),
-        ));
-    }
+    let limit = parse_limit(q.limit.as_deref())?;
     let filter = GroupFilter {
         adapter_version: q.adapter,
         since: q
@@ -125,4 +119,18 @@ pub(super) fn parse_time(param: &str, value: &str) -> Result<DateTime<Utc>, ApiE
                 format!("`{param}` must be an RFC 3339 time. Given: {value}"),
             )
         })
+}
+
+/// A page size: absent means the default, otherwise 1 to the maximum.
+pub(super) fn parse_limit(value: Option<&str>) -> Result<u32, ApiError> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_PAGE);
+    };
+    match value.parse::<u32>() {
+        Ok(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+        _ => Err(ApiError::invalid(
+            "limit",
+            format!("`limit` must be >= 1 and <= {MAX_PAGE}. Given: {value}"),
+        )),
+    }
 }

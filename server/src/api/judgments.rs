@@ -19,11 +19,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, AppJson, ErrorBody};
-use super::groups::{parse_id, parse_time};
+use super::groups::{parse_id, parse_limit, parse_time};
 use super::AppState;
-
-const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 500;
 
 /// One judgment of two responses of a group.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -385,17 +382,4 @@ fn parse_adapter(value: &str) -> Result<i64, ApiError> {
             format!("`adapter` must be an integer. Given: {value}"),
         )
     })
-}
-
-fn parse_limit(value: Option<&str>) -> Result<u32, ApiError> {
-    let Some(value) = value else {
-        return Ok(DEFAULT_PAGE);
-    };
-    match value.parse::<u32>() {
-        Ok(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
-        _ => Err(ApiError::invalid(
-            "limit",
-            format!("`limit` must be >= 1 and <= {MAX_PAGE}. Given: {value}"),
-        )),
-    }
 }

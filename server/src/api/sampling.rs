@@ -42,6 +42,8 @@ pub struct SamplingInput {
     pub max_tokens: Option<u32>,
     pub stop: Option<StopParam>,
     pub seed: Option<i64>,
+    /// Whether the request carried a non-empty `logit_bias`, which is refused.
+    pub logit_bias: bool,
     pub logprobs: bool,
     pub top_logprobs: Option<u32>,
     pub presence_penalty: Option<f64>,
@@ -50,6 +52,12 @@ pub struct SamplingInput {
 
 /// Checks every field against OpenAI's documented range; the error names the field.
 pub fn validate(input: SamplingInput, max_tokens_param: &str) -> Result<Sampling, ApiError> {
+    if input.logit_bias {
+        return Err(ApiError::invalid(
+            "logit_bias",
+            "`logit_bias` is not supported",
+        ));
+    }
     let n = input.n.unwrap_or(1);
     if !(1..=MAX_N).contains(&n) {
         return Err(ApiError::invalid(
@@ -133,6 +141,7 @@ mod tests {
             max_tokens: None,
             stop: None,
             seed: None,
+            logit_bias: false,
             logprobs: false,
             top_logprobs: None,
             presence_penalty: None,
