@@ -7,7 +7,6 @@ use sqlx::FromRow;
 use uuid::Uuid;
 
 use crate::connect::with_pool;
-use crate::error::conflict_on_unique;
 use crate::timestamp::Timestamp;
 use crate::types::{Endpoint, GroupKind};
 use crate::{
@@ -15,12 +14,13 @@ use crate::{
     MAX_LIST_LIMIT,
 };
 
-const INSERT_GROUP: &str =
+pub(crate) const INSERT_GROUP: &str =
     "INSERT INTO groups (id, kind, endpoint, model, adapter_version, prompt, \
      params, seed, user_id, prompt_tokens, completion_tokens, latency_ms, created_at, \
      prompt_token_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
-const INSERT_RESPONSE: &str = "INSERT INTO responses (id, group_id, idx, prompt, text, token_ids, \
+pub(crate) const INSERT_RESPONSE: &str =
+    "INSERT INTO responses (id, group_id, idx, prompt, text, token_ids, \
      logprobs, finish_reason, completion_tokens, adapter_version, latency_ms, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
@@ -35,6 +35,58 @@ pub(crate) const SELECT_RESPONSE: &str =
     "SELECT id, group_id, idx, prompt, text, token_ids, logprobs, \
      finish_reason, completion_tokens, adapter_version, latency_ms, created_at FROM responses";
 
+/// Inserts group `$g` and its responses on connection `$conn` (inside the caller's transaction);
+/// evaluates to `()` or returns the error. A macro, not a function, so one text serves both
+/// backends' connection types (as `with_pool!` does).
+macro_rules! insert_group_rows {
+    ($conn:expr, $g:expr) => {{
+        let g: &NewGroup = $g;
+        let completion_tokens: i64 = g.responses.iter().map(|r| r.completion_tokens).sum();
+        let created_at = Timestamp(g.created_at);
+        sqlx::query($crate::groups::INSERT_GROUP)
+            .bind(g.id)
+            .bind(g.kind)
+            .bind(g.endpoint)
+            .bind(&g.model)
+            .bind(g.adapter_version)
+            .bind(Json(&g.prompt))
+            .bind(Json(&g.params))
+            .bind(g.seed)
+            .bind(&g.user)
+            .bind(g.prompt_tokens)
+            .bind(completion_tokens)
+            .bind(g.latency_ms)
+            .bind(created_at)
+            .bind(g.prompt_token_ids.as_ref().map(Json))
+            .execute(&mut *$conn)
+            .await
+            .map_err(|e| {
+                $crate::error::conflict_on_unique(e, || format!("group {} already exists", g.id))
+            })?;
+        for r in &g.responses {
+            sqlx::query($crate::groups::INSERT_RESPONSE)
+                .bind(r.id)
+                .bind(g.id)
+                .bind(r.index)
+                .bind(r.prompt.as_ref().map(Json))
+                .bind(&r.text)
+                .bind(Json(&r.token_ids))
+                .bind(Json(&r.logprobs))
+                .bind(&r.finish_reason)
+                .bind(r.completion_tokens)
+                .bind(g.adapter_version)
+                .bind(r.latency_ms)
+                .bind(created_at)
+                .execute(&mut *$conn)
+                .await
+                .map_err(|e| {
+                    $crate::error::conflict_on_unique(e, || $crate::groups::response_conflict(g, r))
+                })?;
+        }
+    }};
+}
+pub(crate) use insert_group_rows;
+
 impl Store {
     /// Stores a group and all its responses in one transaction: either all are stored or none.
     ///
@@ -46,46 +98,9 @@ impl Store {
     /// already taken; [`Error::Invalid`] if a log-prob is not finite (JSON cannot hold it).
     pub async fn insert_group(&self, g: &NewGroup) -> Result<()> {
         check_logprobs(g)?;
-        let completion_tokens: i64 = g.responses.iter().map(|r| r.completion_tokens).sum();
-        let created_at = Timestamp(g.created_at);
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(INSERT_GROUP)
-                .bind(g.id)
-                .bind(g.kind)
-                .bind(g.endpoint)
-                .bind(&g.model)
-                .bind(g.adapter_version)
-                .bind(Json(&g.prompt))
-                .bind(Json(&g.params))
-                .bind(g.seed)
-                .bind(&g.user)
-                .bind(g.prompt_tokens)
-                .bind(completion_tokens)
-                .bind(g.latency_ms)
-                .bind(created_at)
-                .bind(g.prompt_token_ids.as_ref().map(Json))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| conflict_on_unique(e, || format!("group {} already exists", g.id)))?;
-            for r in &g.responses {
-                sqlx::query(INSERT_RESPONSE)
-                    .bind(r.id)
-                    .bind(g.id)
-                    .bind(r.index)
-                    .bind(r.prompt.as_ref().map(Json))
-                    .bind(&r.text)
-                    .bind(Json(&r.token_ids))
-                    .bind(Json(&r.logprobs))
-                    .bind(&r.finish_reason)
-                    .bind(r.completion_tokens)
-                    .bind(g.adapter_version)
-                    .bind(r.latency_ms)
-                    .bind(created_at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| conflict_on_unique(e, || response_conflict(g, r)))?;
-            }
+            insert_group_rows!(&mut *tx, g);
             tx.commit().await?;
         });
         Ok(())
@@ -177,7 +192,7 @@ fn list_sql(f: &GroupFilter) -> String {
     format!("{SELECT_GROUP}{filter} ORDER BY g.id DESC LIMIT $5")
 }
 
-fn check_logprobs(g: &NewGroup) -> Result<()> {
+pub(crate) fn check_logprobs(g: &NewGroup) -> Result<()> {
     for r in &g.responses {
         if let Some(bad) = r.logprobs.iter().find(|p| !p.is_finite()) {
             return Err(Error::Invalid(format!(
@@ -189,7 +204,7 @@ fn check_logprobs(g: &NewGroup) -> Result<()> {
     Ok(())
 }
 
-fn response_conflict(g: &NewGroup, r: &NewResponse) -> String {
+pub(crate) fn response_conflict(g: &NewGroup, r: &NewResponse) -> String {
     format!(
         "response {} (index {}) of group {}: its id or its index within the group is already taken",
         r.id, r.index, g.id

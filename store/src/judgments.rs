@@ -7,7 +7,7 @@
 //! second insert of a key wait for the first transaction and then skip; SQLite runs one writer at
 //! a time.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::FromRow;
@@ -28,7 +28,7 @@ macro_rules! judgment_columns {
     };
 }
 
-const INSERT_JUDGMENT: &str = concat!(
+pub(crate) const INSERT_JUDGMENT: &str = concat!(
     "INSERT INTO judgments (",
     judgment_columns!(),
     ") SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
@@ -96,6 +96,7 @@ macro_rules! insert_one {
         }
     }};
 }
+pub(crate) use insert_one;
 
 impl Store {
     /// Stores a batch of judgments in one transaction: all of them, or none.
@@ -164,6 +165,25 @@ impl Store {
         Ok(rows.into_iter().map(Judgment::from).collect())
     }
 
+    /// How many judgments were created at or after `since` (all of them for `None`) on groups of
+    /// `adapter_version` (any version for `None`): what the worker weighs before training.
+    pub async fn count_judgments(
+        &self,
+        adapter_version: Option<i64>,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<i64> {
+        let sql = "SELECT COUNT(*) FROM judgments j JOIN groups g ON g.id = j.group_id \
+                   WHERE ($1 IS NULL OR g.adapter_version = $1) AND ($2 IS NULL OR j.created_at >= $2)";
+        let count: i64 = with_pool!(self, pool => {
+            sqlx::query_scalar(sql)
+                .bind(adapter_version)
+                .bind(since.map(Timestamp))
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(count)
+    }
+
     /// One page of judgments, newest first (by id, which is creation order).
     ///
     /// For the next page, pass the last id of this one as `before`.
@@ -187,7 +207,12 @@ impl Store {
 }
 
 /// The stored judgment for a key, if the new request has the same body; a conflict otherwise.
-fn replay(row: JudgmentRow, hash: &str, index: usize, len: usize) -> Result<(Judgment, bool)> {
+pub(crate) fn replay(
+    row: JudgmentRow,
+    hash: &str,
+    index: usize,
+    len: usize,
+) -> Result<(Judgment, bool)> {
     if row.request_hash == hash {
         return Ok((row.into(), false));
     }
@@ -201,7 +226,7 @@ fn replay(row: JudgmentRow, hash: &str, index: usize, len: usize) -> Result<(Jud
 
 /// Why the insert of `item` stored nothing, given whether its group exists and the `(id, group)`
 /// of those of its responses that exist.
-fn not_stored(
+pub(crate) fn not_stored(
     item: &NewJudgment,
     group_exists: bool,
     owners: &[(Uuid, Uuid)],
@@ -235,7 +260,7 @@ fn not_stored(
 }
 
 /// [`Error::Invalid`] for `field` of item `index`: the field first, the position last.
-fn item_error(index: usize, len: usize, field: &str, detail: &str) -> Error {
+pub(crate) fn item_error(index: usize, len: usize, field: &str, detail: &str) -> Error {
     Error::Invalid(format!("`{field}` {detail}{}", position(index, len)))
 }
 

@@ -11,6 +11,7 @@
 //!   registering a new one under the next version.
 //! - `train_runs`: training jobs, their per-step metrics, and the adapter each one produces.
 //! - `training_data`: the judged groups of a data window, as a train run reads them.
+//! - `imports`: judged groups from a preference dataset, stored whole and at most once.
 //! - `judgments`: store judgments in all-or-nothing, idempotent batches; read and list them.
 //! - `judgment_types`: the judgment values and their parsed nouns (`Outcome`, `JudgmentSource`,
 //!   `IdempotencyKey`).
@@ -31,6 +32,7 @@ mod connect;
 mod error;
 mod groups;
 mod hash;
+mod imports;
 mod judgment_types;
 mod judgments;
 mod text_enum;
@@ -45,6 +47,7 @@ pub use api_keys::{hash_api_key, ApiKey, Scope};
 pub use assignments::Assignment;
 pub use connect::{Backend, PoolConfig, Store, DEFAULT_SQLITE_URL};
 pub use error::{Error, Result};
+pub use imports::ImportedGroup;
 pub use judgment_types::{
     IdempotencyKey, Judgment, JudgmentFilter, JudgmentSource, NewJudgment, Outcome,
     MAX_JUDGMENT_BATCH, MAX_KEY_CHARS,

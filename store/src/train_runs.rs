@@ -167,6 +167,19 @@ impl Store {
         self.get_train_run(id).await
     }
 
+    /// The most recently started train run, whatever its status; `None` before the first.
+    pub async fn latest_train_run(&self) -> Result<Option<TrainRun>> {
+        let sql = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM train_runs ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
+        let row: Option<TrainRunRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).fetch_optional(pool).await?
+        });
+        Ok(row.map(TrainRun::from))
+    }
+
     /// The train run `id`.
     ///
     /// # Errors

@@ -186,3 +186,26 @@ async fn filters_combine_with_paging_and_the_limit_is_clamped() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn judgments_are_counted_by_the_version_they_judge_and_their_time() {
+    on_each_backend(|store| async move {
+        // Arrange
+        insert_judgments(&store, 0, 3).await;
+        let between = chrono::Utc::now();
+        insert_judgments(&store, 1, 2).await;
+        insert_judgments(&store, 0, 1).await;
+
+        // Act / Assert
+        assert_eq!(store.count_judgments(None, None).await.unwrap(), 6);
+        assert_eq!(store.count_judgments(Some(0), None).await.unwrap(), 4);
+        assert_eq!(store.count_judgments(None, Some(between)).await.unwrap(), 3);
+        assert_eq!(
+            store.count_judgments(Some(0), Some(between)).await.unwrap(),
+            1
+        );
+        let later = chrono::Utc::now() + Duration::seconds(1);
+        assert_eq!(store.count_judgments(None, Some(later)).await.unwrap(), 0);
+    })
+    .await;
+}

@@ -6,6 +6,7 @@ mod api_keys;
 mod connect;
 mod groups;
 mod helpers;
+mod imports;
 mod judgment_list;
 mod judgments;
 mod list;

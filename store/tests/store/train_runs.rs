@@ -227,3 +227,23 @@ async fn training_data_holds_judged_groups_of_the_window_and_version_with_prompt
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_latest_run_is_the_last_started_whatever_its_status() {
+    on_each_backend(|store| async move {
+        // Arrange
+        assert_eq!(store.latest_train_run().await.unwrap(), None);
+        let first = store.create_train_run(&new_run(0)).await.unwrap();
+        store.fail_train_run(first.id, "boom").await.unwrap();
+        let second = store.create_train_run(&new_run(0)).await.unwrap();
+        store.fail_train_run(second.id, "again").await.unwrap();
+
+        // Act
+        let latest = store.latest_train_run().await.unwrap().unwrap();
+
+        // Assert
+        assert_eq!(latest.id, second.id);
+        assert_eq!(latest.status, TrainRunStatus::Failed);
+    })
+    .await;
+}
