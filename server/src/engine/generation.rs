@@ -126,6 +126,11 @@ impl Generation {
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
+
+    /// The end-of-sequence token ids.
+    pub fn eos(&self) -> &[u32] {
+        &self.eos
+    }
 }
 
 fn configure(builder: TextModelBuilder) -> TextModelBuilder {
