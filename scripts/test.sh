@@ -48,4 +48,5 @@ for _ in $(seq 1 120); do
   kill -0 $server 2>/dev/null || { cat "$workdir/server.log"; exit 1; }
   sleep 1
 done
-FLYWHEEL_URL="http://127.0.0.1:$port" "$cache/venv-test/bin/python" -m pytest -q tests/e2e
+FLYWHEEL_URL="http://127.0.0.1:$port" FLYWHEEL_BIN="$target/release/flywheel" \
+  "$cache/venv-test/bin/python" -m pytest -q tests/e2e

@@ -6,7 +6,7 @@ import re
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SUBCOMMANDS = {"serve", "migrate", "openapi", "model"}
+SUBCOMMANDS = {"serve", "migrate", "openapi", "model", "worker"}
 
 
 def test_compose_file_wires_postgres_migrations_and_server():
@@ -22,6 +22,18 @@ def test_compose_file_wires_postgres_migrations_and_server():
     assert "8000:8000" in services["server"]["ports"]
     # Routes are deny-by-default: the compose file must hand the server an admin key.
     assert "FLYWHEEL_ADMIN_KEY" in services["server"]["environment"]
+
+
+def test_compose_file_runs_the_worker_beside_a_server_that_follows_it():
+    services = yaml.safe_load((ROOT / "docker/compose.yml").read_text())["services"]
+    worker, server = services["worker"], services["server"]
+    assert worker["command"] == ["worker"]
+    assert worker["environment"]["DATABASE_URL"] == server["environment"]["DATABASE_URL"]
+    assert worker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # One worker trains: the server runs none of its own, and both see the adapter files.
+    assert "--no-worker" in server["command"]
+    assert worker["environment"]["FLYWHEEL_ADAPTER_DIR"].startswith("/data/")
+    assert "flywheel-data:/data" in worker["volumes"] and "flywheel-data:/data" in server["volumes"]
 
 
 def test_dockerfiles_build_the_binary_and_run_a_real_subcommand():

@@ -15,6 +15,8 @@
 //! - `grad`: per-sequence backward, with optional per-layer recomputation.
 //! - `optim`: AdamW on the LoRA parameters, clipping, warmup + decay ([`OptimConfig`]).
 //! - `train`: frozen log-probs once per pair, then [`Trainer::step`].
+//! - `job`: one training job against the store, from recorded run to `ready` adapter ([`run_job`]).
+//! - `worker`: trains whenever enough new judgments arrive ([`try_train_once`], [`spawn_worker`]).
 //! - `adapter`: PEFT adapter files, written atomically with a sha256 ([`write_adapter`]).
 //! - `guards` (tests only): the autograd guards of `research/trainer.md` §7 on the tiny model.
 //! - `error`: [`Error`], the enum every fallible function here returns (except `model_files`).
@@ -25,6 +27,7 @@ mod error;
 mod grad;
 #[cfg(test)]
 mod guards;
+pub mod job;
 pub mod logprobs;
 pub mod model;
 pub mod model_files;
@@ -33,10 +36,12 @@ pub mod optim;
 pub mod preference;
 pub mod stored;
 pub mod train;
+pub mod worker;
 
 pub use adapter::{read_adapter, write_adapter, AdapterConfig};
 pub use data::{build_pairs, group_pair, Candidate, JudgedGroup, PairSelection};
 pub use error::{Error, Result};
+pub use job::{run_job, Algorithm, JobConfig, Progress};
 pub use logprobs::{sequence_logprobs, Sequence, SequenceLogprobs};
 pub use model::{Adapter, Config, LoraConfig, LoraModule, LoraWeights, Model};
 pub use model_files::{
@@ -47,3 +52,4 @@ pub use objectives::{Dpo, Inpo, Ipo, Objective, PairBatch, Reference, Rpo, Sppo,
 pub use optim::{OptimConfig, Schedule};
 pub use stored::{judged_group, pairs_from_store, DataReport};
 pub use train::{prepare_pairs, PairExample, PreparedPair, StepMetrics, TrainConfig, Trainer};
+pub use worker::{run_every, spawn_worker, try_train_once, Outcome, WorkerConfig, WorkerGuard};

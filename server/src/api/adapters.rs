@@ -67,9 +67,10 @@ pub async fn activate_adapter(
         }
     };
     let source = state.engine.active().source.clone();
+    let held = state.engine.swap_lock().await;
     if let Err(e) = state
         .engine
-        .load_and_activate(&source, files.as_deref(), version)
+        .load_and_activate_locked(&held, &source, files.as_deref(), version)
         .await
     {
         let message = format!("{e:#}");

@@ -7,6 +7,7 @@
 //! step (research/mistralrs.md §6), so sequences never share one there.
 
 mod detokenize;
+pub mod follow;
 mod generation;
 pub mod loader;
 mod sample;
@@ -181,7 +182,25 @@ impl Engine {
         adapter: Option<&std::path::Path>,
         version: i64,
     ) -> anyhow::Result<()> {
-        let _one_swap_at_a_time = self.inner.swapping.lock().await;
+        let held = self.swap_lock().await;
+        self.load_and_activate_locked(&held, source, adapter, version)
+            .await
+    }
+
+    /// One swap at a time: whoever switches the served version holds this from reading what to
+    /// serve until the store records what is served, so no other switch interleaves.
+    pub async fn swap_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.swapping.lock().await
+    }
+
+    /// [`Engine::load_and_activate`] for a caller already holding [`Engine::swap_lock`].
+    pub async fn load_and_activate_locked(
+        &self,
+        _held: &tokio::sync::MutexGuard<'_, ()>,
+        source: &crate::model_source::ModelSource,
+        adapter: Option<&std::path::Path>,
+        version: i64,
+    ) -> anyhow::Result<()> {
         let name = self.active().name.clone();
         let next = Generation::load(source, adapter, name, version).await?;
         self.activate(next);

@@ -31,7 +31,7 @@ fn tiny_model() -> Model {
 }
 
 /// `n` samples at temperature 1; returns the group id.
-async fn sample(app: &TestApp, content: &str, n: u32, seed: i64) -> Uuid {
+pub async fn sample(app: &TestApp, content: &str, n: u32, seed: i64) -> Uuid {
     let body = app
         .chat(json!({
             "model": MODEL,
@@ -178,7 +178,7 @@ fn train_args(out: &Path, extra: &[&str]) -> TrainArgs {
 }
 
 /// Judges a group round-robin: response i beats every response after it.
-async fn judge(app: &TestApp, id: Uuid) {
+pub async fn judge(app: &TestApp, id: Uuid) {
     let group = app.store.get_group(id).await.unwrap();
     let mut judgments = Vec::new();
     for (i, a) in group.responses.iter().enumerate() {

@@ -1,0 +1,433 @@
+//! One training job against the store, ending in a PEFT adapter registered `ready`: what
+//! `flywheel train` runs once and the worker runs whenever enough new judgments arrive.
+//!
+//! The run is recorded before any work starts (status `running`, with the next adapter version
+//! reserved as `training`), each step's metrics as it goes, and its end together with the
+//! adapter's: `succeeded` + `ready`, or `failed` + `failed` with the error. The adapter directory
+//! is written atomically under `<out_dir>/<version>/` and removed again if registering it fails, so
+//! no partial adapter and no successful run without one is ever left behind.
+//!
+//! The tensor work runs on a blocking thread, so a server running the worker in-process keeps
+//! answering requests; it stops between steps when the job is cancelled.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device};
+use chrono::{DateTime, Utc};
+use flywheel_store::{
+    Adapter as StoredAdapter, AdapterStatus, NewTrainRun, Store, TrainRun, TrainStep,
+    TrainingDataFilter, TrainingGroup,
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::{
+    pairs_from_store, prepare_pairs, read_adapter, write_adapter, Adapter, AdapterConfig,
+    DataReport, Dpo, Inpo, Ipo, LoraConfig, LoraWeights, Model, Objective, OptimConfig,
+    PairSelection, PreparedPair, Rpo, Sppo, StepMetrics, TrainConfig, Trainer,
+};
+
+/// The preference objectives a job runs (research/algorithms.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Sppo,
+    Inpo,
+    Dpo,
+    Ipo,
+    Rpo,
+}
+
+impl Algorithm {
+    pub const ALL: [Algorithm; 5] = [
+        Algorithm::Sppo,
+        Algorithm::Inpo,
+        Algorithm::Dpo,
+        Algorithm::Ipo,
+        Algorithm::Rpo,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sppo => "sppo",
+            Algorithm::Inpo => "inpo",
+            Algorithm::Dpo => "dpo",
+            Algorithm::Ipo => "ipo",
+            Algorithm::Rpo => "rpo",
+        }
+    }
+
+    fn objective(self) -> Box<dyn Objective> {
+        match self {
+            Algorithm::Sppo => Box::new(Sppo::default()),
+            Algorithm::Inpo => Box::new(Inpo::default()),
+            Algorithm::Dpo => Box::new(Dpo::default()),
+            Algorithm::Ipo => Box::new(Ipo::default()),
+            Algorithm::Rpo => Box::new(Rpo::default()),
+        }
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| format!("must be one of sppo, inpo, dpo, ipo, rpo. Given: {s}"))
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// LoRA rank of a new adapter when none is given.
+pub const DEFAULT_RANK: usize = 16;
+
+/// Everything a job needs besides the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobConfig {
+    pub algorithm: Algorithm,
+    /// The base model: the local HF-format directory the server serves.
+    pub model: PathBuf,
+    /// The adapter version to improve (π_t); `None`: the active one.
+    pub parent: Option<i64>,
+    /// Learn only from groups created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    pub steps: usize,
+    /// Peak learning rate (10% linear warmup, then linear decay to 0).
+    pub lr: f64,
+    /// LoRA rank of a new adapter (α = 2·rank); a child keeps its parent's shape.
+    pub rank: Option<usize>,
+    /// Pairs per step.
+    pub batch: usize,
+    /// Adapter directories go to `<out_dir>/<version>/`.
+    pub out_dir: PathBuf,
+    /// Learn from responses of every adapter version, not only the parent's (off-policy).
+    pub all_versions: bool,
+    pub seed: u64,
+}
+
+impl JobConfig {
+    /// Every setting, stored with the run so it can be repeated.
+    fn as_json(&self) -> serde_json::Value {
+        json!({
+            "algo": self.algorithm.name(),
+            "model": self.model.display().to_string(),
+            "parent": self.parent,
+            "since": self.since,
+            "steps": self.steps,
+            "lr": self.lr,
+            "rank": self.rank,
+            "batch": self.batch,
+            "all_versions": self.all_versions,
+            "seed": self.seed,
+        })
+    }
+}
+
+/// What a running job reports as it goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress {
+    /// The training data was read: how many groups gave pairs.
+    Data(DataReport),
+    /// Step `done` of `total` finished, `elapsed` after the first began.
+    Step {
+        done: usize,
+        total: usize,
+        metrics: StepMetrics,
+        elapsed: Duration,
+    },
+}
+
+/// Runs one job against `store` and returns the adapter it registered.
+///
+/// # Errors
+/// Bad settings or an unknown or unusable parent before anything is recorded; afterwards any
+/// failure (no usable pairs, a model that does not fit the parent or the data, I/O, cancellation)
+/// marks the run and its adapter `failed` with the error, and is returned.
+pub async fn run_job(
+    store: &Store,
+    config: &JobConfig,
+    cancel: &Arc<AtomicBool>,
+    on_progress: &mut (dyn FnMut(&Progress) + Send),
+) -> anyhow::Result<StoredAdapter> {
+    if config.steps == 0 || config.batch == 0 {
+        bail!("`steps` and `batch` must be at least 1");
+    }
+    let parent_version = match config.parent {
+        Some(v) => v,
+        None => store.active_adapter_version().await?,
+    };
+    let parent = store
+        .get_adapter(parent_version)
+        .await
+        .with_context(|| format!("unknown parent adapter version {parent_version}"))?;
+    let base_model = std::path::absolute(&config.model)
+        .with_context(|| format!("bad model path {}", config.model.display()))?;
+    let new = NewTrainRun {
+        algorithm: config.algorithm.name().into(),
+        config: config.as_json(),
+        base_model: base_model.display().to_string(),
+        parent_version,
+        data_since: config.since,
+        data_until: Utc::now(),
+    };
+    let run = store
+        .create_train_run(&new)
+        .await
+        .context("cannot start the train run")?;
+    let version = run.adapter_version.context("the run reserved no version")?;
+    let dir = std::path::absolute(config.out_dir.join(version.to_string()))?;
+    tracing::info!(run = %run.id, version, parent = parent_version, algorithm = %config.algorithm, "train run started");
+    match execute(store, config, &run, &parent, &dir, cancel, on_progress).await {
+        Ok(adapter) => Ok(adapter),
+        Err(e) => {
+            if dir.exists() {
+                // Best effort: the adapter row is `failed`, so nothing points here.
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            let message = format!("{e:#}");
+            if let Err(mark) = store.fail_train_run(run.id, &message).await {
+                tracing::error!(error.cause_chain = ?mark, "cannot mark the run failed");
+            }
+            Err(e.context(format!("train run {} failed", run.id)))
+        }
+    }
+}
+
+/// Everything after the run is recorded: data, tensor work on a blocking thread, step metrics
+/// into the store as they come, registration.
+async fn execute(
+    store: &Store,
+    config: &JobConfig,
+    run: &TrainRun,
+    parent: &StoredAdapter,
+    dir: &Path,
+    cancel: &Arc<AtomicBool>,
+    on_progress: &mut (dyn FnMut(&Progress) + Send),
+) -> anyhow::Result<StoredAdapter> {
+    let parent_dir = parent_dir(parent)?;
+    let lora = lora_config(config, parent_dir.as_deref())?;
+    let filter = TrainingDataFilter {
+        adapter_version: (!config.all_versions).then_some(parent.version),
+        since: run.data_since,
+        until: Some(run.data_until),
+    };
+    let groups = store.training_groups(&filter).await?;
+    let work = Work {
+        config: config.clone(),
+        lora,
+        parent_version: parent.version,
+        parent_dir,
+        groups,
+        dir: dir.to_path_buf(),
+        base_model: run.base_model.clone(),
+        cancel: cancel.clone(),
+    };
+    let (events, mut received) = mpsc::channel(16);
+    let compute = tokio::task::spawn_blocking(move || work.run(events));
+    let started = Instant::now();
+    let mut recorded = Ok(());
+    while let Some(event) = received.recv().await {
+        let progress = match event {
+            Event::Data(report) => Progress::Data(report),
+            Event::Step(step, metrics) => {
+                if recorded.is_ok() {
+                    recorded = store
+                        .insert_train_step(run.id, &train_step(step, &metrics))
+                        .await;
+                    if recorded.is_err() {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+                Progress::Step {
+                    done: step + 1,
+                    total: config.steps,
+                    metrics,
+                    elapsed: started.elapsed(),
+                }
+            }
+        };
+        on_progress(&progress);
+    }
+    let sha256 = compute.await.context("the training thread panicked")?;
+    recorded.context("cannot record a step's metrics")?;
+    let sha256 = sha256?;
+    let adapter = store
+        .finish_train_run(run.id, &dir.display().to_string(), &sha256)
+        .await?;
+    tracing::info!(run = %run.id, version = adapter.version, "adapter ready");
+    Ok(adapter)
+}
+
+enum Event {
+    Data(DataReport),
+    Step(usize, StepMetrics),
+}
+
+/// The tensor half of a job, owned by its blocking thread.
+struct Work {
+    config: JobConfig,
+    lora: LoraConfig,
+    parent_version: i64,
+    parent_dir: Option<PathBuf>,
+    groups: Vec<TrainingGroup>,
+    dir: PathBuf,
+    base_model: String,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Work {
+    /// Trains and writes the adapter; returns its sha256.
+    fn run(self, events: mpsc::Sender<Event>) -> anyhow::Result<String> {
+        let config = &self.config;
+        let model = Model::load(&config.model, self.lora.clone(), DType::F32, &Device::Cpu)
+            .with_context(|| format!("cannot load the model at {}", config.model.display()))?;
+        let previous: Option<LoraWeights> = match &self.parent_dir {
+            Some(p) => {
+                let (_, weights) = read_adapter(p, &model).with_context(|| {
+                    format!(
+                        "parent adapter {} does not fit the model at {}",
+                        self.parent_version,
+                        config.model.display()
+                    )
+                })?;
+                model.set_trainable(&weights)?;
+                Some(weights)
+            }
+            None => None,
+        };
+        let selection = PairSelection {
+            policy_version: (!config.all_versions).then_some(self.parent_version),
+            require_direct_agreement: config.algorithm == Algorithm::Inpo,
+            ..PairSelection::default()
+        };
+        let (examples, report) =
+            pairs_from_store(&self.groups, &selection, model.config().vocab_size)
+                .context("no usable training pairs")?;
+        let _ = events.blocking_send(Event::Data(report));
+        let objective = config.algorithm.objective();
+        let frozen = match &previous {
+            Some(w) => Adapter::Fixed(w),
+            None => Adapter::Off,
+        };
+        let pairs = prepare_pairs(&model, objective.as_ref(), examples, frozen)?;
+        let train_config = TrainConfig {
+            optim: OptimConfig {
+                lr: config.lr,
+                warmup_steps: config.steps / 10,
+                total_steps: config.steps,
+                ..OptimConfig::default()
+            },
+            checkpoint: true,
+            seed: config.seed,
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::new(&model, objective, train_config)?;
+        for step in 0..config.steps {
+            if self.cancel.load(Ordering::Relaxed) {
+                bail!("cancelled after {step} of {} steps", config.steps);
+            }
+            let batch = batch_at(&pairs, step, config.batch);
+            let metrics = trainer.step(&batch)?;
+            let _ = events.blocking_send(Event::Step(step, metrics));
+        }
+        let weights = model.snapshot()?;
+        Ok(write_adapter(
+            &self.dir,
+            &model,
+            &weights,
+            &self.base_model,
+        )?)
+    }
+}
+
+/// The parent's adapter directory, `None` for the base model.
+fn parent_dir(parent: &StoredAdapter) -> anyhow::Result<Option<PathBuf>> {
+    if parent.version == 0 {
+        return Ok(None);
+    }
+    if parent.status == AdapterStatus::Failed || parent.status == AdapterStatus::Training {
+        bail!("adapter {} is {}", parent.version, parent.status);
+    }
+    let path = parent
+        .path
+        .as_deref()
+        .with_context(|| format!("adapter {} has no files", parent.version))?;
+    Ok(Some(PathBuf::from(path)))
+}
+
+/// A new adapter's LoRA, or the parent's shape (a child keeps it).
+fn lora_config(config: &JobConfig, parent_dir: Option<&Path>) -> anyhow::Result<LoraConfig> {
+    let Some(dir) = parent_dir else {
+        let rank = config.rank.unwrap_or(DEFAULT_RANK);
+        return Ok(LoraConfig {
+            rank,
+            alpha: 2.0 * rank as f64,
+            seed: config.seed,
+            ..LoraConfig::default()
+        });
+    };
+    let file = dir.join(crate::adapter::ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let parent: AdapterConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a PEFT LoRA config", file.display()))?;
+    if let Some(rank) = config.rank.filter(|&r| r != parent.r) {
+        bail!(
+            "rank {rank} does not match the parent adapter's rank {}",
+            parent.r
+        );
+    }
+    Ok(LoraConfig {
+        rank: parent.r,
+        alpha: parent.lora_alpha,
+        target_modules: parent.target_modules,
+        seed: config.seed,
+        ..LoraConfig::default()
+    })
+}
+
+/// The `batch` pairs of step `step`, taken in order and wrapping around.
+fn batch_at(pairs: &[PreparedPair], step: usize, batch: usize) -> Vec<PreparedPair> {
+    (0..batch.min(pairs.len()))
+        .map(|i| pairs[(step * batch + i) % pairs.len()].clone())
+        .collect()
+}
+
+fn train_step(step: usize, m: &StepMetrics) -> TrainStep {
+    TrainStep {
+        step: step as i64,
+        loss: m.loss,
+        reward_margin: m.margin,
+        chosen_logratio: m.chosen_logratio,
+        rejected_logratio: m.rejected_logratio,
+        grad_norm: m.grad_norm,
+        lr: m.lr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn algorithm_names_round_trip_and_unknown_ones_are_refused() {
+        for a in Algorithm::ALL {
+            assert_eq!(a.name().parse::<Algorithm>(), Ok(a));
+        }
+        assert!("ppo"
+            .parse::<Algorithm>()
+            .unwrap_err()
+            .contains("Given: ppo"));
+    }
+}

@@ -1,0 +1,184 @@
+//! The background trainer: whenever enough judgments arrived since the last run, train a child of
+//! the active adapter on its own samples and (optionally) make it active; servers follow the
+//! store's active version and hot-swap.
+//!
+//! Built like an email-delivery worker: [`try_train_once`] is the unit of work, which tests call
+//! directly; [`run_every`] is the sleep policy around it; [`WorkerGuard`] stops the loop (and a job
+//! between steps) when dropped.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flywheel_store::Store;
+use tokio::task::JoinHandle;
+
+use crate::job::{run_job, JobConfig, Progress};
+
+/// When the worker trains and what it does with the result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerConfig {
+    /// The job to run; its `parent` is ignored (the worker always improves the active adapter).
+    pub job: JobConfig,
+    /// Judgments of the active adapter's samples, made since the last run began, needed to train.
+    pub min_new_judgments: i64,
+    /// Make each new adapter active (servers following the store hot-swap to it).
+    pub activate: bool,
+    /// Time between checks for new judgments.
+    pub interval: Duration,
+}
+
+/// What one call of [`try_train_once`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Trained and registered this adapter version (active if the config says so).
+    Trained(i64),
+    /// Too few new judgments; nothing recorded.
+    NothingNew,
+}
+
+/// Trains once if at least `min_new_judgments` judgments of the active adapter's samples arrived
+/// since the last run began (every run counts, failed ones too, so bad data is not retried until
+/// new judgments come).
+///
+/// # Errors
+/// A store error while looking, or the job's error (its run is then recorded as failed).
+pub async fn try_train_once(
+    store: &Store,
+    config: &WorkerConfig,
+    cancel: &Arc<AtomicBool>,
+) -> anyhow::Result<Outcome> {
+    let parent = store.active_adapter_version().await?;
+    let since = store.latest_train_run().await?.map(|run| run.data_until);
+    let version = (!config.job.all_versions).then_some(parent);
+    let new = store.count_judgments(version, since).await?;
+    if new < config.min_new_judgments {
+        tracing::debug!(
+            new,
+            needed = config.min_new_judgments,
+            "not enough new judgments to train"
+        );
+        return Ok(Outcome::NothingNew);
+    }
+    let job = JobConfig {
+        parent: Some(parent),
+        ..config.job.clone()
+    };
+    tracing::info!(new, parent, "training on new judgments");
+    let mut log = |p: &Progress| match p {
+        Progress::Data(report) => tracing::info!(%report, "training data"),
+        Progress::Step {
+            done,
+            total,
+            metrics,
+            ..
+        } => tracing::info!(
+            step = done,
+            total,
+            loss = metrics.loss,
+            margin = metrics.margin,
+            "train step"
+        ),
+    };
+    let adapter = run_job(store, &job, cancel, &mut log).await?;
+    if config.activate {
+        store.activate_adapter(adapter.version).await?;
+        tracing::info!(version = adapter.version, "activated the new adapter");
+    }
+    Ok(Outcome::Trained(adapter.version))
+}
+
+/// Calls `work` forever: again at once after it trained (more may be waiting), after `interval`
+/// when there was nothing new or it failed (logged).
+pub async fn run_every<W, F>(interval: Duration, mut work: W)
+where
+    W: FnMut() -> F,
+    F: Future<Output = anyhow::Result<Outcome>>,
+{
+    loop {
+        match work().await {
+            Ok(Outcome::Trained(_)) => continue,
+            Ok(Outcome::NothingNew) => {}
+            Err(e) => tracing::error!(error.cause_chain = ?e, "training failed"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// A running worker; dropping it stops the loop and any job between two steps.
+pub struct WorkerGuard {
+    cancel: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+/// Starts the worker on the current runtime.
+pub fn spawn_worker(store: Store, config: WorkerConfig) -> WorkerGuard {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let stop = cancel.clone();
+    let task = tokio::spawn(async move {
+        let interval = config.interval;
+        run_every(interval, || try_train_once(&store, &config, &stop)).await;
+    });
+    WorkerGuard { cancel, task }
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Runs `run_every` over scripted outcomes (then `NothingNew`), recording when each call
+    /// happened, in paused time.
+    async fn calls_at(outcomes: Vec<anyhow::Result<Outcome>>, run_for: Duration) -> Vec<u64> {
+        let start = tokio::time::Instant::now();
+        let script = Arc::new(Mutex::new(outcomes.into_iter()));
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let (s, c) = (script.clone(), calls.clone());
+        let task = tokio::spawn(async move {
+            run_every(Duration::from_secs(60), move || {
+                c.lock().unwrap().push(start.elapsed().as_secs());
+                let next = s.lock().unwrap().next().unwrap_or(Ok(Outcome::NothingNew));
+                async move { next }
+            })
+            .await;
+        });
+        tokio::time::sleep(run_for).await;
+        task.abort();
+        let calls = calls.lock().unwrap().clone();
+        calls
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_nothing_new_the_worker_checks_once_per_interval() {
+        let calls = calls_at(vec![], Duration::from_secs(150)).await;
+        assert_eq!(calls, vec![0, 60, 120]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_training_the_worker_checks_again_at_once() {
+        let calls = calls_at(
+            vec![Ok(Outcome::Trained(1)), Ok(Outcome::Trained(2))],
+            Duration::from_secs(61),
+        )
+        .await;
+        assert_eq!(calls, vec![0, 0, 0, 60]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_waits_an_interval_and_does_not_stop_the_worker() {
+        let calls = calls_at(
+            vec![Err(anyhow::anyhow!("disk full")), Ok(Outcome::Trained(1))],
+            Duration::from_secs(61),
+        )
+        .await;
+        assert_eq!(calls, vec![0, 60, 60]);
+    }
+}
