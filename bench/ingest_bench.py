@@ -4,10 +4,11 @@
 
     python3 bench/ingest_bench.py [--judgments 4000] [--concurrency 32]
 
-Needs a release build (`cargo build --release --bin flywheel`), Postgres on 127.0.0.1:5432 (trust
+Needs release builds of the server and of the compiled load generator
+(`cargo build --release --bin flywheel --example ingest_load`), Postgres on 127.0.0.1:5432 (trust
 auth, user postgres) and pgbench. The server runs the tiny random model (generation is not measured).
-The load generator is Python threads with keep-alive connections on the same 2 cores, so the HTTP
-figure is a lower bound.
+The load generator (server/examples/ingest_load.rs: 32 keep-alive connections, one judgment per
+request) shares the cores with the server and Postgres, as pgbench's client does.
 """
 
 import argparse
@@ -16,16 +17,15 @@ import json
 import os
 import pathlib
 import re
-import statistics
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 FLYWHEEL = os.environ.get("FLYWHEEL_BIN", str(TARGET / "release" / "flywheel"))
+LOAD = os.environ.get("INGEST_LOAD_BIN", str(TARGET / "release" / "examples" / "ingest_load"))
 KEY = "fw_bench_" + uuid.uuid4().hex
 PSQL = ["psql", "-q", "-h", "127.0.0.1", "-U", "postgres"]
 
@@ -50,7 +50,7 @@ def flywheel(total, concurrency, port, tiny):
     db = f"flywheel_ingest_{uuid.uuid4().hex[:12]}"
     subprocess.check_call(PSQL + ["-c", f"CREATE DATABASE {db}"])
     env = dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}", FLYWHEEL_ADMIN_KEY=KEY, RUST_LOG="warn")
-    server = subprocess.Popen([FLYWHEEL, "serve", "--model", tiny, "--port", str(port)], env=env)
+    server = subprocess.Popen([FLYWHEEL, "serve", "--model", tiny, "--port", str(port), "--no-worker"], env=env)
     try:
         for _ in range(120):
             try:
@@ -68,39 +68,10 @@ def flywheel(total, concurrency, port, tiny):
                 "messages": [{"role": "user", "content": f"prompt {i}"}], "n": 4, "max_tokens": 4})
             assert status == 200, body
             groups.append((body["group_id"], [c["response_id"] for c in body["choices"]]))
-        latencies, lock, counter = [], threading.Lock(), iter(range(total))
-
-        def worker():
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            mine = []
-            while True:
-                with lock:
-                    i = next(counter, None)
-                if i is None:
-                    break
-                group, responses = groups[i % len(groups)]
-                body = {"group_id": group, "response_a": responses[i % 4], "response_b": responses[(i + 1) % 4],
-                        "outcome": "ab"[i % 2], "annotator": f"bench-{i % 7}", "client_id": f"ingest-{i}"}
-                started = time.perf_counter()
-                status, reply = request(c, "POST", "/v1/judgments", body)
-                mine.append(time.perf_counter() - started)
-                assert status == 201, reply
-            with lock:
-                latencies.extend(mine)
-
-        started = time.perf_counter()
-        threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - started
-        latencies.sort()
-        return {
-            "rate": total / elapsed,
-            "p50_ms": 1000 * statistics.median(latencies),
-            "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
-        }
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(groups, f)
+        out = subprocess.check_output([LOAD, f"http://127.0.0.1:{port}", KEY, f.name, str(total), str(concurrency)], text=True)
+        return json.loads(out)
     finally:
         server.terminate()
         server.wait()

@@ -87,7 +87,7 @@ def flywheel(model, concurrency, requests, max_tokens, label):
     env = dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}", RUST_LOG="warn")
     server = subprocess.Popen(
         # --no-auth: the benchmark measures serving, as before API keys existed.
-        [FLYWHEEL, "serve", "--model", model, "--port", str(port), "--max-queue", "256", "--no-auth"],
+        [FLYWHEEL, "serve", "--model", model, "--port", str(port), "--max-queue", "256", "--no-auth", "--no-worker"],
         env=env,
     )
     try:

@@ -17,6 +17,9 @@ use axum::response::Response;
 use chrono::Utc;
 use flywheel_store::{hash_api_key, ApiKey, Scope, Store};
 use rand::RngCore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::error::ApiError;
 
@@ -42,11 +45,64 @@ pub struct Gate {
     mode: AuthMode,
     store: Store,
     scope: Scope,
+    cache: KeyCache,
 }
 
 impl Gate {
-    pub fn new(mode: AuthMode, store: Store, scope: Scope) -> Self {
-        Gate { mode, store, scope }
+    pub fn new(mode: AuthMode, store: Store, scope: Scope, cache: KeyCache) -> Self {
+        Gate {
+            mode,
+            store,
+            scope,
+            cache,
+        }
+    }
+}
+
+/// Keys this process verified recently, by the hash of their secret, so that most requests cost
+/// no store lookup (judgment ingestion is one insert per request then). A key revoked in the
+/// store keeps working here for at most `ttl`; a zero `ttl` looks up every request. Unknown keys
+/// are never cached.
+#[derive(Clone)]
+pub struct KeyCache {
+    ttl: Duration,
+    entries: Arc<Mutex<HashMap<String, (ApiKey, Instant)>>>,
+}
+
+/// Beyond this many live keys the cache starts over, so a flood of keys cannot grow it.
+const MAX_CACHED_KEYS: usize = 10_000;
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        KeyCache {
+            ttl,
+            entries: Arc::default(),
+        }
+    }
+
+    fn get(&self, hash: &str, now: Instant) -> Option<ApiKey> {
+        let entries = self.entries.lock().expect("key cache lock poisoned");
+        let (key, checked) = entries.get(hash)?;
+        (now.saturating_duration_since(*checked) < self.ttl).then(|| key.clone())
+    }
+
+    fn put(&self, hash: String, key: ApiKey, checked: Instant) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().expect("key cache lock poisoned");
+        if entries.len() >= MAX_CACHED_KEYS && !entries.contains_key(&hash) {
+            entries.clear();
+        }
+        entries.insert(hash, (key, checked));
+    }
+
+    /// Keeps `key`'s cached copy (if any) in step with a use just recorded, without extending it.
+    fn touched(&self, hash: &str, key: &ApiKey) {
+        let mut entries = self.entries.lock().expect("key cache lock poisoned");
+        if let Some((cached, _)) = entries.get_mut(hash) {
+            cached.last_used_at = key.last_used_at;
+        }
     }
 }
 
@@ -69,15 +125,27 @@ pub async fn require(
         return Ok(next.run(request).await);
     }
     let secret = bearer(request.headers()).ok_or(ApiError::Unauthorized)?;
-    let key = gate
-        .store
-        .find_api_key_by_hash(&hash_api_key(secret))
-        .await?
-        .ok_or(ApiError::InvalidApiKey)?;
+    let hash = hash_api_key(secret);
+    let now = Instant::now();
+    let mut key = match gate.cache.get(&hash, now) {
+        Some(key) => key,
+        None => {
+            let key = gate
+                .store
+                .find_api_key_by_hash(&hash)
+                .await?
+                .ok_or(ApiError::InvalidApiKey)?;
+            gate.cache.put(hash.clone(), key.clone(), now);
+            key
+        }
+    };
     if !grants(&key, gate.scope) {
         return Err(ApiError::Forbidden(gate.scope.as_str()));
     }
-    record_use(&gate.store, &key);
+    if record_use(&gate.store, &key) {
+        key.last_used_at = Some(Utc::now());
+        gate.cache.touched(&hash, &key);
+    }
     request.extensions_mut().insert(Caller(key));
     Ok(next.run(request).await)
 }
@@ -93,7 +161,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Updates `last_used_at` off the request path, and only when the stored time is over a minute
 /// old: the store's write is a no-op otherwise, but on SQLite even a no-op `UPDATE` takes the
 /// single write lock that judgment ingestion needs.
-fn record_use(store: &Store, key: &ApiKey) {
+/// Returns whether it did.
+fn record_use(store: &Store, key: &ApiKey) -> bool {
     let stale = key
         .last_used_at
         .is_none_or(|t| Utc::now() - t > chrono::Duration::minutes(1));
@@ -105,6 +174,7 @@ fn record_use(store: &Store, key: &ApiKey) {
             }
         });
     }
+    stale
 }
 
 /// A new random secret: `fw_` and 48 hex digits (192 bits).
@@ -161,6 +231,61 @@ mod tests {
         assert_eq!(bearer(&headers("Basic dXNlcjpwYXNz")), None);
         assert_eq!(bearer(&headers("Bearer ")), None);
         assert_eq!(bearer(&HeaderMap::new()), None);
+    }
+
+    fn key(name: &str) -> ApiKey {
+        ApiKey {
+            id: uuid::Uuid::now_v7(),
+            name: name.into(),
+            scopes: vec![Scope::Annotate],
+            created_at: Utc::now(),
+            revoked_at: None,
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn a_cached_key_is_served_until_its_time_to_live_runs_out() {
+        let cache = KeyCache::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        cache.put("h".into(), key("a"), t0);
+        assert_eq!(
+            cache.get("h", t0 + Duration::from_secs(4)).unwrap().name,
+            "a"
+        );
+        assert!(cache.get("h", t0 + Duration::from_secs(5)).is_none());
+        assert!(cache.get("other", t0).is_none());
+    }
+
+    #[test]
+    fn a_zero_time_to_live_caches_nothing() {
+        let cache = KeyCache::new(Duration::ZERO);
+        let t0 = Instant::now();
+        cache.put("h".into(), key("a"), t0);
+        assert!(cache.get("h", t0).is_none());
+    }
+
+    #[test]
+    fn a_full_cache_starts_over_instead_of_growing() {
+        let cache = KeyCache::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        for i in 0..=MAX_CACHED_KEYS {
+            cache.put(format!("h{i}"), key("k"), t0);
+        }
+        assert_eq!(cache.entries.lock().unwrap().len(), 1);
+        assert!(cache.get(&format!("h{MAX_CACHED_KEYS}"), t0).is_some());
+    }
+
+    #[test]
+    fn a_recorded_use_updates_the_cached_copy_without_extending_it() {
+        let cache = KeyCache::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        cache.put("h".into(), key("a"), t0);
+        let mut used = key("a");
+        used.last_used_at = Some(Utc::now());
+        cache.touched("h", &used);
+        assert_eq!(cache.get("h", t0).unwrap().last_used_at, used.last_used_at);
+        assert!(cache.get("h", t0 + Duration::from_secs(5)).is_none());
     }
 
     #[test]

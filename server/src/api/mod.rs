@@ -52,6 +52,8 @@ pub struct ApiConfig {
     /// Whether routes check API keys (`--no-auth` turns it off).
     pub auth: AuthMode,
     pub annotation: AnnotationConfig,
+    /// How long a verified API key is trusted without a store lookup ([`auth::KeyCache`]).
+    pub key_cache_ttl: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -60,6 +62,7 @@ impl Default for ApiConfig {
             max_body_bytes: 4 * 1024 * 1024,
             auth: AuthMode::Required,
             annotation: AnnotationConfig::default(),
+            key_cache_ttl: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -126,9 +129,10 @@ pub fn openapi_json() -> String {
 
 /// The routes, each group behind the [`Gate`] of its scope; only [`auth::OPEN_ROUTES`] are open.
 pub fn router(state: AppState, config: &ApiConfig) -> Router {
+    let keys = auth::KeyCache::new(config.key_cache_ttl);
     let gate = |scope| {
         axum::middleware::from_fn_with_state(
-            Gate::new(config.auth, state.store.clone(), scope),
+            Gate::new(config.auth, state.store.clone(), scope, keys.clone()),
             auth::require,
         )
     };

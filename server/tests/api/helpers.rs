@@ -94,6 +94,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             max_body_bytes: options.max_body_bytes,
             auth: options.auth,
             annotation: options.annotation,
+            // Revocation tests expect a revoked key to stop working at once.
+            key_cache_ttl: std::time::Duration::ZERO,
         },
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
