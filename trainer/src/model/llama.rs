@@ -69,6 +69,14 @@ impl Config {
         Ok(config)
     }
 
+    /// Reads and checks a `config.json` already parsed (e.g. one derived from GGUF metadata).
+    pub(crate) fn from_json(value: serde_json::Value, origin: &Path) -> Result<Self> {
+        let config: Self = serde_json::from_value(value)
+            .map_err(|e| Error::Config(format!("`{}`: {e}", origin.display())))?;
+        config.check()?;
+        Ok(config)
+    }
+
     fn check(&self) -> Result<()> {
         if self.rope_scaling.as_ref().is_some_and(|v| !v.is_null()) {
             return Err(Error::Config("rope_scaling is not supported".into()));

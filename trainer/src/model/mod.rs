@@ -46,18 +46,35 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads `dir` (HF layout: `config.json` + `model*.safetensors`, memory-mapped) in `dtype`,
-    /// with a fresh adapter: `A` seeded by `lora.seed`, `B` zero.
+    /// Loads `path` in `dtype`, with a fresh adapter: `A` seeded by `lora.seed`, `B` zero. `path`
+    /// is an HF directory (`config.json` + `model*.safetensors`, memory-mapped) or a llama `.gguf`
+    /// file, dequantized in memory (the weights `flywheel model import` would write).
     ///
     /// # Errors
     /// `Error::Config` for an unsupported config or missing files, `Error::Candle` for a tensor with
     /// the wrong shape, `Error::Setting` for rank 0.
-    pub fn load(dir: &Path, lora: LoraConfig, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn load(path: &Path, lora: LoraConfig, dtype: DType, device: &Device) -> Result<Self> {
+        if path.is_file()
+            && path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
+            return Self::load_gguf(path, lora, dtype, device);
+        }
+        let dir = path;
         let config = Config::from_dir(dir)?;
         let files = llama::weight_files(dir)?;
         // SAFETY: the files are only read; a concurrent writer would be a broken model directory,
         // which `import_gguf` avoids by writing to a temporary directory first.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
+        Self::new(config, lora, vb)
+    }
+
+    fn load_gguf(gguf: &Path, lora: LoraConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let (config, weights) = crate::model_files::read_gguf_weights(gguf)
+            .map_err(|e| Error::Config(format!("cannot read {}: {e}", gguf.display())))?;
+        let config = Config::from_json(config, gguf)?;
+        let vb = VarBuilder::from_tensors(weights, dtype, device);
         Self::new(config, lora, vb)
     }
 

@@ -9,7 +9,7 @@
 //! `out_dir` is replaced only if it is empty or holds [`IMPORT_MARKER`], i.e. was written by an earlier
 //! import; anything else is refused, so a typo cannot wipe a directory of other files.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
@@ -51,6 +51,95 @@ pub struct ImportSummary {
     pub source_dtypes: BTreeMap<String, usize>,
 }
 
+/// The weights of the llama GGUF at `gguf` under their HF names, dequantized to F32 in memory, and
+/// the HF `config.json` they form: how the trainer loads a GGUF base without an import on disk.
+///
+/// # Errors
+/// As [`import_gguf`], except that nothing is written.
+pub fn read_gguf_weights(gguf: &Path) -> Result<(serde_json::Value, HashMap<String, Tensor>)> {
+    let mut opened = Opened::read(gguf)?;
+    let device = Device::Cpu;
+    let mut weights = HashMap::with_capacity(opened.specs.len());
+    for i in 0..opened.specs.len() {
+        let tensor = opened.tensor(i, &device)?;
+        let shape = opened.specs[i].shape.clone();
+        weights.insert(opened.specs[i].name.clone(), tensor.reshape(shape)?);
+    }
+    let config = opened
+        .dims
+        .clone()
+        .into_config(opened.tied, opened.vocab.bos, opened.vocab.eos);
+    let config = serde_json::to_value(&config).map_err(|e| {
+        ModelFileError::Unsupported(format!("the model config does not serialize: {e}"))
+    })?;
+    Ok((config, weights))
+}
+
+/// A llama GGUF whose metadata and tensor list were checked, ready to dequantize tensor by tensor.
+struct Opened {
+    content: Content,
+    reader: BufReader<File>,
+    architecture: String,
+    vocab: GgufVocab,
+    dims: LlamaDims,
+    tied: bool,
+    specs: Vec<TensorSpec>,
+    sources: Vec<Source>,
+}
+
+impl Opened {
+    fn read(gguf: &Path) -> Result<Opened> {
+        let file = File::open(gguf).map_err(ModelFileError::io(gguf))?;
+        let mut reader = BufReader::new(file);
+        let content = Content::read(&mut reader)?;
+        let md = &content.metadata;
+        let architecture = meta::string(md, "general.architecture")?.to_owned();
+        if architecture != "llama" {
+            return Err(ModelFileError::Unsupported(format!(
+                "general.architecture is `{architecture}`; only `llama` can be imported"
+            )));
+        }
+        let vocab = GgufVocab::read(md)?;
+        let dims = read_dims(md, vocab.spec.tokens.len())?;
+        let tied = !content.tensor_infos.contains_key("output.weight");
+        let mut specs = tensor_specs(&dims);
+        if !tied {
+            specs.push(TensorSpec::new(
+                "lm_head.weight",
+                &[dims.vocab_size, dims.hidden_size],
+            ));
+        }
+        let sources = specs
+            .iter()
+            .map(|spec| source_of(&spec.name, &dims))
+            .collect::<Vec<_>>();
+        check_tensors(&content, &specs, &sources)?;
+        Ok(Opened {
+            content,
+            reader,
+            architecture,
+            vocab,
+            dims,
+            tied,
+            specs,
+            sources,
+        })
+    }
+
+    /// The `i`-th HF tensor, dequantized, q/k rows un-permuted.
+    fn tensor(&mut self, i: usize, device: &Device) -> Result<Tensor> {
+        let source = &self.sources[i];
+        let tensor = self
+            .content
+            .tensor(&mut self.reader, &source.gguf_name, device)?
+            .dequantize(device)?;
+        Ok(match source.unpermute_heads {
+            Some(heads) => unpermute_rows(&tensor, heads)?,
+            None => tensor,
+        })
+    }
+}
+
 /// Where an HF tensor comes from in the GGUF, and whether its rows need un-permuting.
 #[derive(Debug, Clone, PartialEq)]
 struct Source {
@@ -83,48 +172,25 @@ const LAYER_NAMES: [(&str, &str); 9] = [
 ///   HF Llama counterpart (biases, `rope_freqs`).
 /// - `MissingMetadata`/`BadMetadata`/`MissingTensor`/`Shape` for an inconsistent file; `Gguf`/`Io`.
 pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary> {
-    let file = File::open(gguf).map_err(ModelFileError::io(gguf))?;
-    let mut reader = BufReader::new(file);
-    let content = Content::read(&mut reader)?;
-    let md = &content.metadata;
-    let architecture = meta::string(md, "general.architecture")?.to_owned();
-    if architecture != "llama" {
-        return Err(ModelFileError::Unsupported(format!(
-            "general.architecture is `{architecture}`; only `llama` can be imported"
-        )));
-    }
-    let vocab = GgufVocab::read(md)?;
-    let dims = read_dims(md, vocab.spec.tokens.len())?;
-    let tied = !content.tensor_infos.contains_key("output.weight");
-    let mut specs = tensor_specs(&dims);
-    if !tied {
-        specs.push(TensorSpec::new(
-            "lm_head.weight",
-            &[dims.vocab_size, dims.hidden_size],
-        ));
-    }
-    let sources = specs
-        .iter()
-        .map(|spec| source_of(&spec.name, &dims))
-        .collect::<Vec<_>>();
-    check_tensors(&content, &specs, &sources)?;
+    let mut opened = Opened::read(gguf)?;
     // Everything that can be refused cheaply is checked before the slow part starts.
-    let tokenizer = build_tokenizer(&vocab.spec)?;
+    let tokenizer = build_tokenizer(&opened.vocab.spec)?;
 
     let staging = Staging::create(out_dir, IMPORT_MARKER)?;
     let device = Device::Cpu;
     let weights = staging.path().join("model.safetensors");
+    let specs = opened.specs.clone();
     let parameters = write_f32_safetensors(&weights, &specs, |i| {
-        let source = &sources[i];
-        let tensor = content
-            .tensor(&mut reader, &source.gguf_name, &device)?
-            .dequantize(&device)?;
-        let tensor = match source.unpermute_heads {
-            Some(heads) => unpermute_rows(&tensor, heads)?,
-            None => tensor,
-        };
-        Ok(tensor.flatten_all()?.to_vec1::<f32>()?)
+        Ok(opened.tensor(i, &device)?.flatten_all()?.to_vec1::<f32>()?)
     })?;
+    let Opened {
+        content,
+        vocab,
+        dims,
+        tied,
+        architecture,
+        ..
+    } = opened;
     let path = staging.path().join("tokenizer.json");
     tokenizer.save(&path, false).map_err(tokenizer_error)?;
 

@@ -17,6 +17,7 @@ mod tiny;
 
 use std::path::PathBuf;
 
+pub(crate) use gguf_import::read_gguf_weights;
 pub use gguf_import::{import_gguf, ImportSummary, IMPORT_MARKER};
 pub use gguf_tokenizer::gguf_tokenizer;
 pub use tiny::{write_tiny_llama, TINY_SPECIAL_TOKENS};

@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
-use flywheel_trainer::{import_gguf, ModelFileError, IMPORT_MARKER};
+use candle_core::{DType, Device, Tensor};
+use flywheel_trainer::{
+    import_gguf, sequence_logprobs, Adapter, LoraConfig, Model, ModelFileError, Sequence,
+    IMPORT_MARKER,
+};
 use tokenizers::Tokenizer;
 
 use crate::{load_weights, read_json};
@@ -340,6 +343,27 @@ fn a_sentencepiece_gguf_is_refused_without_writing_anything() {
     // Assert
     assert!(matches!(err, ModelFileError::Unsupported(_)), "{err:?}");
     assert!(!out.exists());
+}
+
+#[test]
+fn the_trainer_loads_a_gguf_directly_as_it_loads_the_imported_directory() {
+    // Arrange
+    let root = tempfile::tempdir().unwrap();
+    let gguf = root.path().join("tiny.gguf");
+    write_gguf(&gguf, "gpt2", true);
+    let out = root.path().join("imported");
+    import_gguf(&gguf, &out).unwrap();
+    let load =
+        |path: &Path| Model::load(path, LoraConfig::default(), DType::F32, &Device::Cpu).unwrap();
+    let seq = Sequence::new(vec![1, 3, 4, 5], vec![6, 7, 8, 2]).unwrap();
+
+    // Act
+    let direct = sequence_logprobs(&load(&gguf), &seq, Adapter::Off).unwrap();
+    let imported = sequence_logprobs(&load(&out), &seq, Adapter::Off).unwrap();
+
+    // Assert
+    assert_eq!(direct.per_token, imported.per_token);
+    assert!(direct.sum.is_finite());
 }
 
 /// `FLYWHEEL_SMOLLM2_GGUF`, else the first `.gguf` in `~/.cache/flywheel/models/smollm2-135m-instruct/`.
