@@ -17,6 +17,7 @@ pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod export;
+pub mod import;
 pub mod metrics;
 pub mod model_source;
 pub mod telemetry;

@@ -16,6 +16,8 @@ fn main() -> anyhow::Result<()> {
             Command::Keys(args) => cli::keys::run(args).await,
             Command::Train(args) => cli::train::run(args).await,
             Command::Export(args) => cli::export::run(args).await,
+            Command::Import(args) => cli::import::run(args).await,
+            Command::Worker(args) => cli::worker::run(args).await,
         }
     })
 }

