@@ -66,7 +66,8 @@ pub(crate) fn recompute_backward<R>(
         x = next;
     }
     let top = Var::from_tensor(&x)?;
-    let (value, out) = loss(&head_logprobs(model, top.as_tensor(), pack, &frame)?)?;
+    // The head's logits are made again in its backward rather than kept: memory stays one block.
+    let (value, out) = loss(&head_logprobs(model, top.as_tensor(), pack, &frame, false)?)?;
     let mut g_out = grad_of(&value.backward()?, &top)?;
     for (layer, input) in model.llama.layers.iter().zip(inputs).rev() {
         let input = Var::from_tensor(&input)?;

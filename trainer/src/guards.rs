@@ -360,7 +360,8 @@ fn the_fused_cpu_ops_give_the_primitive_ops_values_and_gradients() {
     let pass = model.pass(Adapter::Trainable, true, None);
     let run = |frame: crate::model::Frame| {
         let hidden = model.hidden(&pack.ids, &frame, &pass).unwrap();
-        let logprobs = crate::logprobs::head_logprobs(&model, &hidden, &pack, &frame).unwrap();
+        let logprobs =
+            crate::logprobs::head_logprobs(&model, &hidden, &pack, &frame, true).unwrap();
         // Unequal weights per token, so every token's gradient counts.
         let n = logprobs.dim(0).unwrap();
         let w: Vec<f64> = (0..n).map(|i| 1.0 + i as f64 / n as f64).collect();

@@ -85,11 +85,12 @@ fn pack_logprobs(model: &Model, pack: &Pack, adapter: Adapter) -> Result<Vec<Seq
 }
 
 /// Log-probs of every response token of `pack` [targets] under `pass`; differentiable when the pass
-/// is.
+/// is, and then ready for one backward through the whole graph.
 pub(crate) fn packed_logprobs(model: &Model, pack: &Pack, pass: &LoraPass) -> Result<Tensor> {
     let frame = model.llama.frame(&pack.lengths)?;
     let hidden = model.hidden(&pack.ids, &frame, pass)?;
-    head_logprobs(model, &hidden, pack, &frame)
+    let keep_logits = hidden.track_op();
+    head_logprobs(model, &hidden, pack, &frame, keep_logits)
 }
 
 /// The head on the rows of `hidden` [rows, h] that predict `pack`'s response tokens → [targets].
@@ -98,7 +99,10 @@ pub(crate) fn head_logprobs(
     hidden: &Tensor,
     pack: &Pack,
     frame: &Frame,
+    keep_logits: bool,
 ) -> Result<Tensor> {
     let rows = pack.predicting_rows(hidden)?;
-    model.llama.head_logprobs(&rows, &pack.targets, frame)
+    model
+        .llama
+        .head_logprobs(&rows, &pack.targets, frame, keep_logits)
 }

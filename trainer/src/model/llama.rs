@@ -406,16 +406,19 @@ impl Llama {
         Ok(self.lm_head.forward(&self.norm.forward(hidden, false)?)?)
     }
 
-    /// `log softmax(head(hidden))[target]` per row of `hidden` [n, hidden] → [n].
+    /// `log softmax(head(hidden))[target]` per row of `hidden` [n, hidden] → [n]. `keep_logits` trades
+    /// memory for one head matmul fewer in the backward (`ops::head`).
     pub(crate) fn head_logprobs(
         &self,
         hidden: &Tensor,
         targets: &Arc<[u32]>,
         frame: &Frame,
+        keep_logits: bool,
     ) -> Result<Tensor> {
         let normed = self.norm.forward(hidden, frame.fused())?;
         if frame.fused() && ops::fusable(&normed) {
-            let op = HeadLogprobs::new(self.lm_head.weight().clone(), targets.clone());
+            let weight = self.lm_head.weight().clone();
+            let op = HeadLogprobs::new(weight, targets.clone(), keep_logits);
             return Ok(normed.contiguous()?.apply_op1(op)?);
         }
         let chunks = (0..targets.len())
