@@ -349,9 +349,35 @@ fn per_layer_recomputation_with_a_chunked_head_matches_for_a_300_token_response(
 
 #[test]
 fn the_fused_cpu_ops_give_the_primitive_ops_values_and_gradients() {
-    // Arrange: two packed sequences of different lengths, so attention must keep them apart.
     let (_dir, model) = tiny_model(DType::F64, 0.0);
-    model.set_trainable(&random_adapter(&model, 4)).unwrap();
+    assert_fused_ops_match_the_primitive_ops(&model);
+}
+
+#[test]
+fn the_fused_attention_keeps_a_sliding_window_as_the_primitive_mask_does() {
+    let (dir, _) = tiny_model(DType::F64, 0.0);
+    let mut config = crate::Config::from_dir(dir.path()).unwrap();
+    config.model_type = Some("mistral".into());
+    config.sliding_window = Some(3);
+    let files = crate::model::llama_weight_files(dir.path()).unwrap();
+    // SAFETY: the files are the test's own, written above and not changed while mapped.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(&files, DType::F64, &Device::Cpu).unwrap()
+    };
+    let lora = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        target_modules: all_modules(),
+        ..LoraConfig::default()
+    };
+    let model = Model::new(config, lora, vb).unwrap();
+    assert_fused_ops_match_the_primitive_ops(&model);
+}
+
+/// Log-probs and LoRA gradients of two packed sequences, fused ops against primitive ops.
+fn assert_fused_ops_match_the_primitive_ops(model: &Model) {
+    // Arrange: two packed sequences of different lengths, so attention must keep them apart.
+    model.set_trainable(&random_adapter(model, 4)).unwrap();
     let (a, b) = (
         Sequence::new(vec![1, 40, 41, 42, 43], vec![50, 51, 52, 2]).unwrap(),
         Sequence::new(vec![1, 70], vec![80, 81, 2]).unwrap(),
@@ -360,8 +386,7 @@ fn the_fused_cpu_ops_give_the_primitive_ops_values_and_gradients() {
     let pass = model.pass(Adapter::Trainable, true, None);
     let run = |frame: crate::model::Frame| {
         let hidden = model.hidden(&pack.ids, &frame, &pass).unwrap();
-        let logprobs =
-            crate::logprobs::head_logprobs(&model, &hidden, &pack, &frame, true).unwrap();
+        let logprobs = crate::logprobs::head_logprobs(model, &hidden, &pack, &frame, true).unwrap();
         // Unequal weights per token, so every token's gradient counts.
         let n = logprobs.dim(0).unwrap();
         let w: Vec<f64> = (0..n).map(|i| 1.0 + i as f64 / n as f64).collect();
@@ -372,7 +397,7 @@ fn the_fused_cpu_ops_give_the_primitive_ops_values_and_gradients() {
             .unwrap()
             .backward()
             .unwrap();
-        let mut grads = LoraGrads::new(&model);
+        let mut grads = LoraGrads::new(model);
         grads.add_from(&model.trainable_vars(), &store).unwrap();
         (values(&logprobs), grads)
     };

@@ -22,6 +22,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 
 pub(crate) use frame::Frame;
+#[cfg(test)]
+pub(crate) use llama::weight_files as llama_weight_files;
 pub use llama::Config;
 pub(crate) use llama::Llama;
 pub use lora::{LoraConfig, LoraModule, LoraWeights, ATTENTION_MODULES, MLP_MODULES};
