@@ -1,18 +1,16 @@
-//! Gradients of the trainable adapter, one sequence at a time, with optional per-layer recomputation.
+//! Gradients of the trainable adapter, and their per-layer recomputation.
 //!
-//! Every objective here is a function of per-sequence summed log-probs, so `∂L/∂θ = Σ_i (∂L/∂ℓ_i)·∂ℓ_i/∂θ`.
-//! A step first evaluates `∂L/∂ℓ_i` on a tiny graph over the log-probs, then back-propagates each
-//! sequence alone with weight `∂L/∂ℓ_i`: memory is one sequence's graph, never the batch's.
-//!
-//! With `checkpoint`, the layers run without a graph, keeping only each layer's input; the backward
-//! then recomputes one layer at a time (input as a fresh `Var`, `backward` of `Σ out·g_out`) and carries
-//! `g_in` down (`research/trainer.md` §1, "Gradient checkpointing": identical gradients, one layer's
-//! activations alive at a time).
+//! With recomputation, the layers run without a graph, keeping only each layer's input; the head and
+//! the loss then run with a graph from the top hidden states alone, and the backward recomputes one
+//! layer at a time (input as a fresh `Var`, `backward` of `Σ out·g_out`) and carries `g_in` down
+//! (`research/trainer.md` §1, "Gradient checkpointing": identical gradients, one layer's activations
+//! alive at a time).
 
 use candle_core::{Tensor, Var};
 
-use crate::logprobs::{response_logprobs, token_logprobs, Sequence, HEAD_CHUNK};
+use crate::logprobs::head_logprobs;
 use crate::model::{Adapter, Model};
+use crate::pack::Pack;
 use crate::Result;
 
 /// Accumulated gradients, aligned with `Model::trainable_vars` (`A`, `B` per module).
@@ -45,43 +43,32 @@ impl LoraGrads {
     }
 }
 
-/// Adds `weight · ∂(Σ_t log π_θ(y_t))/∂θ` for `seq` to `grads`; returns the summed log-prob.
-pub(crate) fn accumulate_sequence(
+/// Back-propagates `loss(per-token log-probs of pack)` through the trainable adapter by per-layer
+/// recomputation, adding its gradients to `grads`; returns what `loss` returns besides the scalar.
+///
+/// Memory: the layer inputs of the pack, plus one layer's graph at a time.
+pub(crate) fn recompute_backward<R>(
     model: &Model,
-    seq: &Sequence,
-    weight: f64,
+    pack: &Pack,
     dropout_seed: Option<u64>,
-    checkpoint: bool,
     grads: &mut LoraGrads,
-) -> Result<f64> {
+    loss: impl FnOnce(&Tensor) -> Result<(Tensor, R)>,
+) -> Result<R> {
     let vars = model.trainable_vars();
+    let frame = model.llama.frame(&pack.lengths)?;
     let train = model.pass(Adapter::Trainable, true, dropout_seed);
-    if !checkpoint {
-        let sum = response_logprobs(model, seq, &train)?.sum_all()?;
-        let value = sum.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        grads.add_from(&vars, &(sum * weight)?.backward()?)?;
-        return Ok(value);
-    }
-    let ids = seq.ids();
-    let frame = model.llama.frame(ids.len())?;
     let frozen = model.pass(Adapter::Trainable, false, dropout_seed);
-    let mut x = model.llama.embed(&ids)?;
+    let mut x = model.llama.embed(&pack.ids)?;
     let mut inputs = Vec::with_capacity(model.llama.layers.len());
     for layer in &model.llama.layers {
         let next = layer.forward(&x, &frame, &frozen)?;
         inputs.push(x);
         x = next;
     }
-    // The head in chunks of response positions, each with its own backward, summing ∂/∂top.
     let top = Var::from_tensor(&x)?;
-    let mut value = 0.0;
-    let mut g_out = top.zeros_like()?;
-    for start in (0..seq.response.len()).step_by(HEAD_CHUNK) {
-        let sum = token_logprobs(model, top.as_tensor(), seq, start)?.sum_all()?;
-        value += sum.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        let store = (sum * weight)?.backward()?;
-        g_out = (g_out + grad_of(&store, &top)?)?;
-    }
+    // The head's logits are made again in its backward rather than kept: memory stays one block.
+    let (value, out) = loss(&head_logprobs(model, top.as_tensor(), pack, &frame, false)?)?;
+    let mut g_out = grad_of(&value.backward()?, &top)?;
     for (layer, input) in model.llama.layers.iter().zip(inputs).rev() {
         let input = Var::from_tensor(&input)?;
         let out = layer.forward(input.as_tensor(), &frame, &train)?;
@@ -89,7 +76,7 @@ pub(crate) fn accumulate_sequence(
         grads.add_from(&vars, &store)?;
         g_out = grad_of(&store, &input)?;
     }
-    Ok(value)
+    Ok(out)
 }
 
 fn grad_of(store: &candle_core::backprop::GradStore, var: &Var) -> Result<Tensor> {

@@ -6,9 +6,11 @@ use candle_core::{DType, Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::grad::LoraGrads;
+use crate::grad::{recompute_backward, LoraGrads};
+use crate::logprobs::packed_logprobs;
 use crate::model::{LoraConfig, LoraWeights, Model, ATTENTION_MODULES, MLP_MODULES};
 use crate::objectives::{Dpo, Inpo, Ipo, Objective, Reference, Rpo, Sppo};
+use crate::pack::Pack;
 use crate::train::{accumulate_gradients, prepare_pairs, GradOptions, PairExample, TrainConfig};
 use crate::{write_tiny_llama, Adapter, OptimConfig, Sequence, Trainer};
 
@@ -283,10 +285,11 @@ fn no_frozen_weight_gradient_is_kept_by_the_backward_pass() {
     let (_dir, model) = tiny_model(DType::F32, 0.0);
     model.set_trainable(&random_adapter(&model, 1)).unwrap();
     let seq = Sequence::new(vec![1, 40, 41, 42], vec![50, 51, 2]).unwrap();
+    let pack = Pack::new(&[&seq]).unwrap();
     let pass = model.pass(Adapter::Trainable, true, None);
 
     // Act
-    let sum = crate::logprobs::response_logprobs(&model, &seq, &pass)
+    let sum = packed_logprobs(&model, &pack, &pass)
         .unwrap()
         .sum_all()
         .unwrap();
@@ -310,22 +313,105 @@ fn no_frozen_weight_gradient_is_kept_by_the_backward_pass() {
 
 #[test]
 fn per_layer_recomputation_with_a_chunked_head_matches_for_a_300_token_response() {
-    // Arrange: 300 response tokens span three head chunks of 128.
+    // Arrange: 300 response tokens span two head blocks (at most 256 rows each, `ops::head`).
     let (_dir, model) = tiny_model(DType::F64, 0.0);
     model.set_trainable(&random_adapter(&model, 6)).unwrap();
     let response: Vec<u32> = (0..300).map(|i| 3 + (i * 7 % 300) as u32).collect();
     let seq = Sequence::new(vec![1, 40, 41], response).unwrap();
+    let pack = Pack::new(&[&seq]).unwrap();
+    let half_sum = |logprobs: &Tensor| -> crate::Result<(Tensor, f64)> {
+        let sum = logprobs.sum_all()?;
+        let value = sum.to_scalar::<f64>()?;
+        Ok(((sum * 0.5)?, value))
+    };
     let (mut full, mut ckpt) = (LoraGrads::new(&model), LoraGrads::new(&model));
 
     // Act
-    let a = crate::grad::accumulate_sequence(&model, &seq, 0.5, None, false, &mut full).unwrap();
-    let b = crate::grad::accumulate_sequence(&model, &seq, 0.5, None, true, &mut ckpt).unwrap();
+    let pass = model.pass(Adapter::Trainable, true, None);
+    let (scaled, a) = half_sum(&packed_logprobs(&model, &pack, &pass).unwrap()).unwrap();
+    full.add_from(&model.trainable_vars(), &scaled.backward().unwrap())
+        .unwrap();
+    let b = recompute_backward(&model, &pack, None, &mut ckpt, half_sum).unwrap();
 
     // Assert
     let whole = crate::sequence_logprobs(&model, &seq, Adapter::Trainable).unwrap();
     assert_eq!(whole.per_token.len(), 300);
     assert!((a - whole.sum).abs() < 1e-9 && (b - whole.sum).abs() < 1e-9);
     for (x, y) in full.grads.iter().zip(&ckpt.grads) {
+        for (x, y) in values(x.as_ref().unwrap())
+            .iter()
+            .zip(values(y.as_ref().unwrap()))
+        {
+            assert!((x - y).abs() <= 1e-10 * x.abs().max(1.0), "{x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn the_fused_cpu_ops_give_the_primitive_ops_values_and_gradients() {
+    let (_dir, model) = tiny_model(DType::F64, 0.0);
+    assert_fused_ops_match_the_primitive_ops(&model);
+}
+
+#[test]
+fn the_fused_attention_keeps_a_sliding_window_as_the_primitive_mask_does() {
+    let (dir, _) = tiny_model(DType::F64, 0.0);
+    let mut config = crate::Config::from_dir(dir.path()).unwrap();
+    config.model_type = Some("mistral".into());
+    config.sliding_window = Some(3);
+    let files = crate::model::llama_weight_files(dir.path()).unwrap();
+    // SAFETY: the files are the test's own, written above and not changed while mapped.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(&files, DType::F64, &Device::Cpu).unwrap()
+    };
+    let lora = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        target_modules: all_modules(),
+        ..LoraConfig::default()
+    };
+    let model = Model::new(config, lora, vb).unwrap();
+    assert_fused_ops_match_the_primitive_ops(&model);
+}
+
+/// Log-probs and LoRA gradients of two packed sequences, fused ops against primitive ops.
+fn assert_fused_ops_match_the_primitive_ops(model: &Model) {
+    // Arrange: two packed sequences of different lengths, so attention must keep them apart.
+    model.set_trainable(&random_adapter(model, 4)).unwrap();
+    let (a, b) = (
+        Sequence::new(vec![1, 40, 41, 42, 43], vec![50, 51, 52, 2]).unwrap(),
+        Sequence::new(vec![1, 70], vec![80, 81, 2]).unwrap(),
+    );
+    let pack = Pack::new(&[&a, &b]).unwrap();
+    let pass = model.pass(Adapter::Trainable, true, None);
+    let run = |frame: crate::model::Frame| {
+        let hidden = model.hidden(&pack.ids, &frame, &pass).unwrap();
+        let logprobs = crate::logprobs::head_logprobs(model, &hidden, &pack, &frame, true).unwrap();
+        // Unequal weights per token, so every token's gradient counts.
+        let n = logprobs.dim(0).unwrap();
+        let w: Vec<f64> = (0..n).map(|i| 1.0 + i as f64 / n as f64).collect();
+        let w = Tensor::from_vec(w, n, &Device::Cpu).unwrap();
+        let store = (&logprobs * w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mut grads = LoraGrads::new(model);
+        grads.add_from(&model.trainable_vars(), &store).unwrap();
+        (values(&logprobs), grads)
+    };
+
+    // Act
+    let (fused, fused_grads) = run(model.llama.frame(&pack.lengths).unwrap());
+    let (primitive, primitive_grads) = run(model.llama.primitive_frame(&pack.lengths).unwrap());
+
+    // Assert
+    assert_eq!(fused.len(), 7);
+    for (x, y) in fused.iter().zip(&primitive) {
+        assert!((x - y).abs() < 1e-10, "{x} vs {y}");
+    }
+    for (x, y) in fused_grads.grads.iter().zip(&primitive_grads.grads) {
         for (x, y) in values(x.as_ref().unwrap())
             .iter()
             .zip(values(y.as_ref().unwrap()))

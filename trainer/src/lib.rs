@@ -6,6 +6,8 @@
 //! - `model`: the llama-family policy ([`Model`]) from differentiable candle ops, frozen base weights,
 //!   LoRA ([`LoraConfig`]); [`Adapter`] picks π_ref (off), π_θ (trainable) or a frozen π_t per pass.
 //! - `logprobs`: per-token and summed response log-probs ([`sequence_logprobs`]).
+//! - `pack`: a step's sequences as one batch of rows (attention kept within each sequence).
+//! - `ops`: fused CPU ops with their own backward (attention, RMSNorm, SwiGLU, head log-probs).
 //! - `objectives`: the [`Objective`] trait and one file per loss ([`Sppo`], [`Inpo`], [`Dpo`], [`Ipo`],
 //!   [`Rpo`]), as `research/algorithms.md` defines them.
 //! - `preference`: win-rates from pairwise judgments (counting with ties, Bradley–Terry).
@@ -32,7 +34,9 @@ pub mod logprobs;
 pub mod model;
 pub mod model_files;
 pub mod objectives;
+mod ops;
 pub mod optim;
+mod pack;
 pub mod preference;
 pub mod stored;
 pub mod train;

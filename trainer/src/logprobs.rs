@@ -2,12 +2,14 @@
 //! §0.2).
 //!
 //! `log π(y|x) = Σ_t log softmax(logits_{t-1})[y_t]` over the response tokens only (EOS included when
-//! the response holds it). Logits are computed only at the positions that predict response tokens, so
-//! the `[t, vocab]` head and log-softmax cost is paid for the response alone.
+//! the response holds it). Sequences are packed into one batch (`pack`), and logits are computed only
+//! at the rows that predict response tokens, so the `[t, vocab]` head and log-softmax cost is paid
+//! for the responses alone.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
-use crate::model::{Adapter, LoraPass, Model};
+use crate::model::{Adapter, Frame, LoraPass, Model};
+use crate::pack::Pack;
 use crate::{Error, Result};
 
 /// One training sequence: the prompt's token ids (chat template already applied) and the response's.
@@ -27,7 +29,7 @@ impl Sequence {
         Ok(seq)
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.prompt.is_empty() || self.response.is_empty() {
             return Err(Error::Shape(format!(
                 "a sequence needs a prompt and a response (got {} and {} tokens)",
@@ -62,54 +64,45 @@ pub fn sequence_logprobs(
     seq: &Sequence,
     adapter: Adapter,
 ) -> Result<SequenceLogprobs> {
+    let pack = Pack::new(&[seq])?;
+    let mut out = pack_logprobs(model, &pack, adapter)?;
+    Ok(out.pop().expect("one sequence"))
+}
+
+fn pack_logprobs(model: &Model, pack: &Pack, adapter: Adapter) -> Result<Vec<SequenceLogprobs>> {
     let pass = model.pass(adapter, false, None);
-    let per_token = response_logprobs(model, seq, &pass)?;
-    let per_token: Vec<f64> = per_token.to_dtype(DType::F64)?.to_vec1()?;
-    let sum = per_token.iter().sum();
-    Ok(SequenceLogprobs { per_token, sum })
+    let per_token: Vec<f64> = packed_logprobs(model, pack, &pass)?
+        .to_dtype(DType::F64)?
+        .to_vec1()?;
+    Ok(pack
+        .split(&per_token)
+        .into_iter()
+        .map(|per_token| {
+            let sum = per_token.iter().sum();
+            SequenceLogprobs { per_token, sum }
+        })
+        .collect())
 }
 
-/// Per-token log-probs [response len] of `seq` under `pass`; differentiable when the pass is.
-pub(crate) fn response_logprobs(model: &Model, seq: &Sequence, pass: &LoraPass) -> Result<Tensor> {
-    seq.check()?;
-    let hidden = model.hidden(&seq.ids(), pass)?;
-    logprobs_from_hidden(model, &hidden, seq)
+/// Log-probs of every response token of `pack` [targets] under `pass`; differentiable when the pass
+/// is, and then ready for one backward through the whole graph.
+pub(crate) fn packed_logprobs(model: &Model, pack: &Pack, pass: &LoraPass) -> Result<Tensor> {
+    let frame = model.llama.frame(&pack.lengths)?;
+    let hidden = model.hidden(&pack.ids, &frame, pass)?;
+    let keep_logits = hidden.track_op();
+    head_logprobs(model, &hidden, pack, &frame, keep_logits)
 }
 
-/// Response positions per head evaluation: `[chunk, vocab]` logits at a time, so a long response over a
-/// large vocabulary (152k for Qwen2) never materialises all its logits at once when no graph is kept.
-pub(crate) const HEAD_CHUNK: usize = 128;
-
-/// The head applied to the response-predicting positions of `hidden` [1, t, h] → [response len].
-fn logprobs_from_hidden(model: &Model, hidden: &Tensor, seq: &Sequence) -> Result<Tensor> {
-    let chunks = (0..seq.response.len())
-        .step_by(HEAD_CHUNK)
-        .map(|start| token_logprobs(model, hidden, seq, start))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&chunks, 0)?)
-}
-
-/// Log-probs of response tokens `start..start + HEAD_CHUNK` (clipped to the response).
-pub(crate) fn token_logprobs(
+/// The head on the rows of `hidden` [rows, h] that predict `pack`'s response tokens → [targets].
+pub(crate) fn head_logprobs(
     model: &Model,
     hidden: &Tensor,
-    seq: &Sequence,
-    start: usize,
+    pack: &Pack,
+    frame: &Frame,
+    keep_logits: bool,
 ) -> Result<Tensor> {
-    let len = HEAD_CHUNK.min(seq.response.len() - start);
-    // Response token k sits at position p + k and is predicted from position p + k − 1.
-    let at = hidden.narrow(1, seq.prompt.len() - 1 + start, len)?;
-    let logits = model.llama.head(&at)?.squeeze(0)?;
-    let logp = log_softmax(&logits)?;
-    let targets = &seq.response[start..start + len];
-    let targets = Tensor::new(targets, hidden.device())?.unsqueeze(1)?;
-    Ok(logp.gather(&targets, 1)?.squeeze(1)?)
-}
-
-/// `x − max − log Σ exp(x − max)` over the last dimension, from primitives.
-fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let shifted = x.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    shifted.broadcast_sub(&lse)
+    let rows = pack.predicting_rows(hidden)?;
+    model
+        .llama
+        .head_logprobs(&rows, &pack.targets, frame, keep_logits)
 }

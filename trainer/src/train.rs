@@ -1,16 +1,17 @@
 //! Training steps on preference pairs: frozen log-probs once per example, then AdamW on the adapter.
 //!
-//! A step evaluates the objective on the pairs' summed log-probs, takes `∂L/∂ℓ` on that small graph,
-//! and back-propagates each sequence alone with its weight (`grad`). Micro-batches accumulate into one
-//! optimiser step every `grad_accumulation` calls.
+//! A step packs its pairs' sequences into one batch (`pack`), evaluates the objective on their summed
+//! log-probs and back-propagates, through the whole graph or layer by layer (`grad`). Micro-batches
+//! accumulate into one optimiser step every `grad_accumulation` calls.
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 
-use crate::grad::{accumulate_sequence, LoraGrads};
-use crate::logprobs::{response_logprobs, sequence_logprobs, Sequence};
+use crate::grad::{recompute_backward, LoraGrads};
+use crate::logprobs::{packed_logprobs, sequence_logprobs, Sequence};
 use crate::model::{Adapter, Model};
 use crate::objectives::{Objective, PairBatch, Reference};
 use crate::optim::{AdamW, OptimConfig};
+use crate::pack::Pack;
 use crate::{Error, Result};
 
 /// A (chosen, rejected) pair of responses to one prompt, with SPPO's win-rates when known.
@@ -55,6 +56,8 @@ pub fn prepare_pairs(
         Reference::Base => Adapter::Off,
         Reference::Previous => previous,
     };
+    // One sequence at a time rather than packed: a pack's matmuls may round differently from a single
+    // sequence's, and these values must equal `sequence_logprobs`'s exactly.
     let logprob_pair = |e: &PairExample, adapter| -> Result<[f64; 2]> {
         Ok([
             sequence_logprobs(model, &e.chosen, adapter)?.sum,
@@ -199,9 +202,8 @@ pub(crate) struct GradOptions {
 /// Adds `scale · ∂L/∂θ` for the mean loss over `pairs` to `grads`; returns the loss and the policy's
 /// summed log-probs (chosen, rejected per pair).
 ///
-/// Without `checkpoint`: one forward per sequence with its graph kept, the loss on the stacked sums,
-/// one backward (memory: the whole batch's graph). With it: a graph-free forward for the sums, `∂L/∂ℓ_i`
-/// on a tiny graph, then each sequence's recomputed backward weighted by it (memory: one layer).
+/// The pairs' sequences run as one pack. Without `checkpoint`, its forward keeps the whole graph for
+/// one backward; with it, only each layer's input is kept and the backward recomputes layer by layer.
 pub(crate) fn accumulate_gradients(
     model: &Model,
     objective: &dyn Objective,
@@ -216,41 +218,25 @@ pub(crate) fn accumulate_gradients(
         .iter()
         .flat_map(|p| [&p.example.chosen, &p.example.rejected])
         .collect();
+    let pack = Pack::new(&seqs)?;
     let batch = pair_batch(pairs)?;
-    // Each sequence's dropout mask comes from its own seed, so a recomputation sees the same mask.
-    let seed = |i: usize| options.dropout_seed.map(|s| s ^ ((i as u64 + 1) << 40));
-    let sums = |grad: bool| -> Result<Tensor> {
-        let sums = seqs
-            .iter()
-            .enumerate()
-            .map(|(i, seq)| {
-                let pass = model.pass(Adapter::Trainable, grad, seed(i));
-                let sum = response_logprobs(model, seq, &pass)?.sum_all()?;
-                Ok(sum.to_dtype(DType::F64)?.to_device(&Device::Cpu)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::stack(&sums, 0)?.reshape((pairs.len(), 2))?)
-    };
-    if !options.checkpoint {
-        let policy = sums(true)?;
+    let loss = |logprobs: &Tensor| -> Result<(Tensor, (f64, Vec<f64>))> {
+        let policy = pack
+            .sums(logprobs)?
+            .to_dtype(DType::F64)?
+            .to_device(&Device::Cpu)?
+            .reshape((pairs.len(), 2))?;
         let loss = objective.loss(&policy, &batch)?;
-        grads.add_from(
-            &model.trainable_vars(),
-            &(&loss * options.scale)?.backward()?,
-        )?;
-        return Ok((loss.to_scalar()?, policy.flatten_all()?.to_vec1()?));
-    }
-    let policy = Var::from_tensor(&sums(false)?)?;
-    let loss = objective.loss(policy.as_tensor(), &batch)?;
-    let weights: Vec<f64> = match loss.backward()?.get(policy.as_tensor()) {
-        Some(g) => g.flatten_all()?.to_vec1()?,
-        None => vec![0.0; seqs.len()],
+        let values = (loss.to_scalar()?, policy.flatten_all()?.to_vec1()?);
+        Ok(((loss * options.scale)?, values))
     };
-    for (i, seq) in seqs.iter().enumerate() {
-        let weight = weights[i] * options.scale;
-        accumulate_sequence(model, seq, weight, seed(i), true, grads)?;
+    if options.checkpoint {
+        return recompute_backward(model, &pack, options.dropout_seed, grads, loss);
     }
-    Ok((loss.to_scalar()?, policy.flatten_all()?.to_vec1()?))
+    let pass = model.pass(Adapter::Trainable, true, options.dropout_seed);
+    let (scaled, values) = loss(&packed_logprobs(model, &pack, &pass)?)?;
+    grads.add_from(&model.trainable_vars(), &scaled.backward()?)?;
+    Ok(values)
 }
 
 /// The batch's fixed inputs as [n, 2] f64 tensors on the CPU.

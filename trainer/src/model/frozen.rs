@@ -3,14 +3,16 @@
 //! candle's `Op::Matmul` backward always computes and keeps `xᵀ·grad` for the weight operand too, even
 //! when the weight is a plain (non-`Var`) tensor: at SmolLM2 scale that is most of the `GradStore`
 //! (`research/trainer.md` §1, "Wasted frozen-weight gradients"). [`FrozenMatmul`] is a custom op whose
-//! forward hands back a product computed beforehand and whose backward returns only `grad·W`, the
-//! gradient for the input.
+//! backward returns only `grad·W`, the gradient for the input. On the CPU its forward is the matmul
+//! itself; elsewhere it hands back a product computed beforehand.
 
 use std::sync::Mutex;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 use candle_nn::VarBuilder;
+
+use crate::ops;
 
 /// `y = x·Wᵀ (+ b)` with `W` [out, in] and `b` [out] frozen.
 #[derive(Debug, Clone)]
@@ -48,6 +50,11 @@ impl FrozenLinear {
             .collect()
     }
 
+    /// The weight [out, in].
+    pub(crate) fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
     pub(crate) fn dims(&self) -> (usize, usize) {
         let (out_dim, in_dim) = self.weight.dims2().expect("linear weights are 2-d");
         (in_dim, out_dim)
@@ -55,14 +62,19 @@ impl FrozenLinear {
 
     /// `x` is [.., in]; returns [.., out].
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let out = x.detach().broadcast_matmul(&self.weight.t()?)?;
-        let out = if x.track_op() {
+        let out = if ops::fusable(x) && x.dtype() == self.weight.dtype() {
+            x.contiguous()?.apply_op1(FrozenMatmul {
+                out: Mutex::new(None),
+                weight: self.weight.clone(),
+            })?
+        } else if x.track_op() {
+            let out = x.detach().broadcast_matmul(&self.weight.t()?)?;
             x.apply_op1(FrozenMatmul {
                 out: Mutex::new(Some(out)),
                 weight: self.weight.clone(),
             })?
         } else {
-            out
+            x.broadcast_matmul(&self.weight.t()?)?
         };
         match &self.bias {
             // The bias is a plain tensor too; its reduced gradient ([out]) is small, so `broadcast_add`
@@ -73,9 +85,10 @@ impl FrozenLinear {
     }
 }
 
-/// Returns a product computed before the op was applied; backward gives `grad·W` to the input only.
+/// `x·Wᵀ`; backward gives `grad·W` to the input only.
 struct FrozenMatmul {
-    /// Taken by the (single) forward call, so the graph does not hold a second copy of the output.
+    /// Off the CPU: the product computed before the op was applied, taken by the (single) forward
+    /// call so the graph does not hold a second copy of it.
     out: Mutex<Option<Tensor>>,
     weight: Tensor,
 }
@@ -95,13 +108,13 @@ impl CustomOp1 for FrozenMatmul {
         "frozen-matmul"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let out = self.take_out()?;
-        let (storage, layout) = out.storage_and_layout();
-        match &*storage {
-            Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
-            _ => candle_core::bail!("frozen-matmul: output is not on the CPU"),
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let out = ops::frozen_matmul(s, l, &self.weight)?;
+        let mut dims = l.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = self.weight.dim(0)?;
         }
+        Ok((out, Shape::from(dims)))
     }
 
     fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {

@@ -4,16 +4,22 @@
 //! Qwen2 adds q/k/v biases, Mistral an optional sliding window. candle's fused `rms_norm`,
 //! `softmax_last_dim` and `rope` drop gradients silently (`research/trainer.md` §1), so norm, softmax
 //! and RoPE are written out here from primitives, and projections go through [`FrozenLinear`] so frozen
-//! weights hold no gradients.
+//! weights hold no gradients. On the CPU the norms, attention, SwiGLU and the head's log-probs run as
+//! the fused ops of `crate::ops` instead, each with its own backward and checked against these
+//! primitives (`guards`). The input is a packed batch [rows, hidden]; the [`Frame`] says where each
+//! sequence lies.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 use serde::Deserialize;
 
+use super::frame::{Frame, Kernels, SequenceTables};
 use super::frozen::FrozenLinear;
 use super::lora::{LoraConfig, LoraLinear, LoraModule, LoraPass};
+use crate::ops::{self, CausalAttention, HeadLogprobs, RmsNormOp, SwiGlu};
 use crate::{Error, Result};
 
 /// The `config.json` fields we use, under their Hugging Face names.
@@ -92,11 +98,11 @@ impl Config {
         Ok(())
     }
 
-    fn kv_heads(&self) -> usize {
+    pub(super) fn kv_heads(&self) -> usize {
         self.num_key_value_heads.unwrap_or(self.num_attention_heads)
     }
 
-    fn head_dim(&self) -> usize {
+    pub(super) fn head_dim(&self) -> usize {
         self.head_dim
             .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
@@ -105,50 +111,11 @@ impl Config {
         self.attention_bias || self.model_type.as_deref() == Some("qwen2")
     }
 
-    fn window(&self) -> Option<usize> {
+    pub(super) fn window(&self) -> Option<usize> {
         match self.model_type.as_deref() {
             Some("qwen2") if self.use_sliding_window != Some(true) => None,
             _ => self.sliding_window,
         }
-    }
-}
-
-/// Per-sequence constants shared by every layer: RoPE tables and the causal mask.
-pub(crate) struct Frame {
-    cos: Tensor,
-    sin: Tensor,
-    mask: Tensor,
-}
-
-impl Frame {
-    fn new(cfg: &Config, len: usize, dtype: DType, device: &Device) -> Result<Self> {
-        let dim = cfg.head_dim();
-        let inv_freq: Vec<f64> = (0..dim / 2)
-            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / dim as f64))
-            .collect();
-        let inv_freq = Tensor::from_vec(inv_freq, (1, dim / 2), device)?;
-        let pos = Tensor::arange(0u32, len as u32, device)?
-            .to_dtype(DType::F64)?
-            .reshape((len, 1))?;
-        let freqs = pos.broadcast_mul(&inv_freq)?;
-        let freqs = Tensor::cat(&[&freqs, &freqs], 1)?;
-        // A large finite value rather than -inf keeps `0 · inf` NaNs out of the backward pass.
-        let window = cfg.window().unwrap_or(usize::MAX);
-        let mask: Vec<f64> = (0..len * len)
-            .map(|k| {
-                let (i, j) = (k / len, k % len);
-                if j > i || i - j >= window {
-                    -1e9
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        Ok(Self {
-            cos: freqs.cos()?.to_dtype(dtype)?,
-            sin: freqs.sin()?.to_dtype(dtype)?,
-            mask: Tensor::from_vec(mask, (len, len), device)?.to_dtype(dtype)?,
-        })
     }
 }
 
@@ -167,19 +134,25 @@ impl RmsNorm {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, fused: bool) -> candle_core::Result<Tensor> {
+        if fused {
+            return x.contiguous()?.apply_op1(RmsNormOp {
+                weight: self.weight.clone(),
+                eps: self.eps,
+            });
+        }
         let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
         x.broadcast_div(&rms)?.broadcast_mul(&self.weight)
     }
 }
 
 /// Rotate-half RoPE (HF layout): `x·cos + rotate_half(x)·sin`; `x` is [b, heads, t, d].
-fn rope(x: &Tensor, frame: &Frame) -> candle_core::Result<Tensor> {
+fn rope(x: &Tensor, tables: &SequenceTables) -> candle_core::Result<Tensor> {
     let d = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, d / 2)?;
     let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
     let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    x.broadcast_mul(&frame.cos)? + rotated.broadcast_mul(&frame.sin)?
+    x.broadcast_mul(&tables.cos)? + rotated.broadcast_mul(&tables.sin)?
 }
 
 /// Softmax over the last dimension from primitives (`softmax_last_dim` has no backward).
@@ -253,10 +226,15 @@ impl Mlp {
         })
     }
 
-    fn forward(&self, x: &Tensor, pass: &LoraPass) -> candle_core::Result<Tensor> {
-        let gate = self.gate_proj.forward(x, pass)?.silu()?;
+    fn forward(&self, x: &Tensor, pass: &LoraPass, fused: bool) -> candle_core::Result<Tensor> {
+        let gate = self.gate_proj.forward(x, pass)?;
         let up = self.up_proj.forward(x, pass)?;
-        self.down_proj.forward(&(gate * up)?, pass)
+        let gated = if fused {
+            gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)?
+        } else {
+            (gate.silu()? * up)?
+        };
+        self.down_proj.forward(&gated, pass)
     }
 }
 
@@ -276,23 +254,53 @@ impl Attention {
         })
     }
 
-    /// `x` [b, t, hidden] → [b, t, hidden], causal over the whole sequence.
+    /// `x` [rows, hidden] → [rows, hidden], each packed sequence causal over itself.
     fn forward(&self, x: &Tensor, frame: &Frame, pass: &LoraPass) -> candle_core::Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let split = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
-            y.reshape((b, t, n, self.head_dim))?.transpose(1, 2)
+        let q = self.q_proj.forward(x, pass)?.contiguous()?;
+        let k = self.k_proj.forward(x, pass)?.contiguous()?;
+        let v = self.v_proj.forward(x, pass)?.contiguous()?;
+        let y = match &frame.kernels {
+            Kernels::Fused => {
+                let op =
+                    CausalAttention::new(frame.heads, frame.segments.clone(), frame.rope.clone());
+                q.apply_op3(&k, &v, op)?
+            }
+            Kernels::Primitive(tables) => {
+                let parts = frame
+                    .segments
+                    .iter()
+                    .zip(tables)
+                    .map(|(&(start, len), t)| {
+                        let rows = |y: &Tensor| y.narrow(0, start, len);
+                        self.attend(&rows(&q)?, &rows(&k)?, &rows(&v)?, t)
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::cat(&parts, 0)?
+            }
         };
-        let q = rope(&split(self.q_proj.forward(x, pass)?, self.heads)?, frame)?;
-        let k = rope(&split(self.k_proj.forward(x, pass)?, self.kv_heads)?, frame)?;
-        let v = split(self.v_proj.forward(x, pass)?, self.kv_heads)?;
+        self.o_proj.forward(&y, pass)
+    }
+
+    /// One sequence's attention from primitive ops: projections [t, n·d] → [t, heads·d].
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        tables: &SequenceTables,
+    ) -> candle_core::Result<Tensor> {
+        let t = q.dim(0)?;
+        let split = |y: &Tensor, n: usize| -> candle_core::Result<Tensor> {
+            y.reshape((1, t, n, self.head_dim))?.transpose(1, 2)
+        };
+        let q = rope(&split(q, self.heads)?, tables)?;
+        let k = rope(&split(k, self.kv_heads)?, tables)?;
+        let v = split(v, self.kv_heads)?;
         let (k, v) = (self.repeat_kv(k)?, self.repeat_kv(v)?.contiguous()?);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&frame.mask)?;
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&tables.mask)?;
         let y = softmax(&scores)?.matmul(&v)?;
-        let y = y
-            .transpose(1, 2)?
-            .reshape((b, t, self.heads * self.head_dim))?;
-        self.o_proj.forward(&y, pass)
+        y.transpose(1, 2)?.reshape((t, self.heads * self.head_dim))
     }
 
     /// [b, kv_heads, t, d] → [b, heads, t, d], each key/value head shared by `heads / kv_heads`.
@@ -323,12 +331,13 @@ impl DecoderLayer {
         frame: &Frame,
         pass: &LoraPass,
     ) -> candle_core::Result<Tensor> {
+        let fused = frame.fused();
         let residual = x;
-        let x = self.input_layernorm.forward(x)?;
+        let x = self.input_layernorm.forward(x, fused)?;
         let x = (self.self_attn.forward(&x, frame, pass)? + residual)?;
         let residual = &x;
-        let x = self.post_attention_layernorm.forward(&x)?;
-        self.mlp.forward(&x, pass)? + residual
+        let x = self.post_attention_layernorm.forward(&x, fused)?;
+        self.mlp.forward(&x, pass, fused)? + residual
     }
 }
 
@@ -382,19 +391,54 @@ impl Llama {
         &self.device
     }
 
-    pub(crate) fn frame(&self, len: usize) -> Result<Frame> {
-        Frame::new(&self.config, len, self.dtype, &self.device)
+    /// The frame of a batch packing sequences of `lengths`, with the fused kernels where they run.
+    pub(crate) fn frame(&self, lengths: &[usize]) -> Result<Frame> {
+        let fused = self.device.is_cpu() && matches!(self.dtype, DType::F32 | DType::F64);
+        Frame::new(&self.config, lengths, fused, self.dtype, &self.device)
     }
 
-    /// Token ids [t] → embeddings [1, t, hidden].
+    #[cfg(test)]
+    /// The same frame with the primitive ops only, to check the fused ones against.
+    pub(crate) fn primitive_frame(&self, lengths: &[usize]) -> Result<Frame> {
+        Frame::new(&self.config, lengths, false, self.dtype, &self.device)
+    }
+
+    /// Token ids [t] → embeddings [t, hidden].
     pub(crate) fn embed(&self, ids: &[u32]) -> Result<Tensor> {
         let ids = Tensor::new(ids, &self.device)?;
-        Ok(self.embed_tokens.index_select(&ids, 0)?.unsqueeze(0)?)
+        Ok(self.embed_tokens.index_select(&ids, 0)?)
     }
 
-    /// Final norm then the LM head, on hidden states [1, n, hidden] → logits [1, n, vocab].
+    /// Final norm then the LM head, on hidden states [n, hidden] → logits [n, vocab].
     pub(crate) fn head(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(self.lm_head.forward(&self.norm.forward(hidden)?)?)
+        Ok(self.lm_head.forward(&self.norm.forward(hidden, false)?)?)
+    }
+
+    /// `log softmax(head(hidden))[target]` per row of `hidden` [n, hidden] → [n]. `keep_logits` trades
+    /// memory for one head matmul fewer in the backward (`ops::head`).
+    pub(crate) fn head_logprobs(
+        &self,
+        hidden: &Tensor,
+        targets: &Arc<[u32]>,
+        frame: &Frame,
+        keep_logits: bool,
+    ) -> Result<Tensor> {
+        let normed = self.norm.forward(hidden, frame.fused())?;
+        if frame.fused() && ops::fusable(&normed) {
+            let weight = self.lm_head.weight().clone();
+            let op = HeadLogprobs::new(weight, targets.clone(), keep_logits);
+            return Ok(normed.contiguous()?.apply_op1(op)?);
+        }
+        let chunks = (0..targets.len())
+            .step_by(HEAD_CHUNK)
+            .map(|start| {
+                let len = HEAD_CHUNK.min(targets.len() - start);
+                let logits = self.lm_head.forward(&normed.narrow(0, start, len)?)?;
+                let ids = Tensor::new(&targets[start..start + len], &self.device)?.unsqueeze(1)?;
+                Ok(log_softmax(&logits)?.gather(&ids, 1)?.squeeze(1)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&chunks, 0)?)
     }
 
     #[cfg(test)]
@@ -416,6 +460,17 @@ impl Llama {
         }
         out
     }
+}
+
+/// Rows per head evaluation on the primitive path: `[chunk, vocab]` logits at a time.
+const HEAD_CHUNK: usize = 128;
+
+/// `x − max − log Σ exp(x − max)` over the last dimension, from primitives.
+fn log_softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let shifted = x.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    shifted.broadcast_sub(&lse)
 }
 
 /// The safetensors files of an HF model directory (`model.safetensors` or the shards).

@@ -215,8 +215,9 @@ impl LoraLinear {
             Some((p, seed)) if p > 0.0 => dropout(x, p, seed ^ ((index as u64 + 1) << 32))?,
             _ => x.clone(),
         };
-        let lora = x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
-        base + (lora * pass.scale)?
+        // The scale goes on the rank-r intermediate, the smallest tensor of the branch.
+        let lora = (x.broadcast_matmul(&a.t()?)? * pass.scale)?.broadcast_matmul(&b.t()?)?;
+        base + lora
     }
 }
 

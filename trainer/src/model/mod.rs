@@ -3,10 +3,12 @@
 //! - `llama`: the base model from differentiable ops ([`Config`] reads HF `config.json`).
 //! - `lora`: [`LoraConfig`], the `LoraLinear` wrapper, fixed [`LoraWeights`] (e.g. π_t).
 //! - `frozen`: the frozen-weight matmul op, so base weights hold no gradients.
+//! - `frame`: what every layer of a pass shares (packed sequence extents, RoPE, which kernels run).
 //!
 //! A forward pass chooses its adapter with [`Adapter`]: `Off` is the reference policy π_ref,
 //! `Trainable` is π_θ, `Fixed` a frozen snapshot such as the previous iterate π_t.
 
+mod frame;
 mod frozen;
 mod llama;
 mod lora;
@@ -19,6 +21,9 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 
+pub(crate) use frame::Frame;
+#[cfg(test)]
+pub(crate) use llama::weight_files as llama_weight_files;
 pub use llama::Config;
 pub(crate) use llama::Llama;
 pub use lora::{LoraConfig, LoraModule, LoraWeights, ATTENTION_MODULES, MLP_MODULES};
@@ -167,19 +172,20 @@ impl Model {
     /// # Errors
     /// `Error::Shape` for an empty sequence.
     pub fn logits(&self, ids: &[u32], adapter: Adapter) -> Result<Tensor> {
-        let hidden = self.hidden(ids, &self.pass(adapter, false, None))?;
-        Ok(self.llama.head(&hidden)?.squeeze(0)?)
+        let frame = self.llama.frame(&[ids.len()])?;
+        let hidden = self.hidden(ids, &frame, &self.pass(adapter, false, None))?;
+        self.llama.head(&hidden)
     }
 
-    /// Final-layer hidden states [1, t, hidden] (before the final norm).
-    pub(crate) fn hidden(&self, ids: &[u32], pass: &LoraPass) -> Result<Tensor> {
+    /// Final-layer hidden states [rows, hidden] (before the final norm) of the packed `ids` that
+    /// `frame` describes.
+    pub(crate) fn hidden(&self, ids: &[u32], frame: &Frame, pass: &LoraPass) -> Result<Tensor> {
         if ids.is_empty() {
             return Err(Error::Shape("empty token sequence".into()));
         }
-        let frame = self.llama.frame(ids.len())?;
         let mut x = self.llama.embed(ids)?;
         for layer in &self.llama.layers {
-            x = layer.forward(&x, &frame, pass)?;
+            x = layer.forward(&x, frame, pass)?;
         }
         Ok(x)
     }
