@@ -1,9 +1,9 @@
 //! Adapter versions: read one, and activate it (hot-swap the served policy without dropping a
 //! request). Version 0 is the base model; activating it rolls back.
 
+use crate::engine::follow::adapter_dir;
 use axum::extract::{Path, State};
 use flywheel_store::{Adapter, AdapterStatus};
-use std::path::PathBuf;
 
 use super::error::{ApiError, AppJson, ErrorBody};
 use super::AppState;
@@ -57,15 +57,7 @@ pub async fn activate_adapter(
             ),
         ));
     }
-    let files = match (version, &adapter.path) {
-        (0, _) => None,
-        (_, Some(path)) => Some(PathBuf::from(path)),
-        (_, None) => {
-            return Err(ApiError::Conflict(format!(
-                "adapter {version} has no files"
-            )))
-        }
-    };
+    let files = adapter_dir(&adapter).map_err(|e| ApiError::Conflict(e.to_string()))?;
     let source = state.engine.active().source.clone();
     let held = state.engine.swap_lock().await;
     if let Err(e) = state

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flywheel_store::Store;
+use flywheel_store::{Adapter, Store};
 use tokio::task::JoinHandle;
 
 use super::Engine;
@@ -24,21 +24,14 @@ pub async fn sync_active(store: &Store, engine: &Engine) -> anyhow::Result<Optio
         return Ok(None);
     }
     let adapter = store.get_adapter(wanted).await?;
-    let files = (wanted != 0).then(|| adapter.path.clone().map(PathBuf::from));
-    let loaded = match files {
-        Some(None) => Err(anyhow::anyhow!("adapter {wanted} has no files")),
-        Some(Some(path)) => {
-            let source = engine.active().source.clone();
+    let source = engine.active().source.clone();
+    let loaded = match adapter_dir(&adapter) {
+        Ok(dir) => {
             engine
-                .load_and_activate_locked(&held, &source, Some(&path), wanted)
+                .load_and_activate_locked(&held, &source, dir.as_deref(), wanted)
                 .await
         }
-        None => {
-            let source = engine.active().source.clone();
-            engine
-                .load_and_activate_locked(&held, &source, None, wanted)
-                .await
-        }
+        Err(e) => Err(e),
     };
     if let Err(e) = loaded {
         let message = format!("{e:#}");
@@ -52,6 +45,18 @@ pub async fn sync_active(store: &Store, engine: &Engine) -> anyhow::Result<Optio
         "following the store: now serving"
     );
     Ok(Some(wanted))
+}
+
+/// The directory to load for `adapter`: `None` for the base model (version 0).
+///
+/// # Errors
+/// An adapter other than the base model without files.
+pub fn adapter_dir(adapter: &Adapter) -> anyhow::Result<Option<PathBuf>> {
+    match (adapter.version, &adapter.path) {
+        (0, _) => Ok(None),
+        (_, Some(path)) => Ok(Some(PathBuf::from(path))),
+        (version, None) => anyhow::bail!("adapter {version} has no files"),
+    }
 }
 
 /// A running follower; dropping it stops it.
