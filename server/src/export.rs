@@ -16,8 +16,8 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
+use flywheel_judge::estimate_win_rates;
 use flywheel_store::{GroupWithResponses, Judgment, Outcome, Store, TrainingDataFilter};
-use flywheel_trainer::preference::{estimate_win_rates, Comparison};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -203,19 +203,7 @@ fn kto(g: &ExportGroup) -> Vec<Value> {
 
 fn sppo(g: &ExportGroup) -> Option<Value> {
     let responses = &g.group.responses;
-    let position = |id| responses.iter().position(|r| r.id == id);
-    let comparisons: Vec<Comparison> = g
-        .judgments
-        .iter()
-        .filter_map(|j| {
-            Some(Comparison {
-                a: position(j.response_a)?,
-                b: position(j.response_b)?,
-                outcome: j.outcome,
-                strength: j.strength,
-            })
-        })
-        .collect();
+    let comparisons = crate::judging::comparisons(responses, &g.judgments);
     let (win_rates, _) = estimate_win_rates(responses.len(), &comparisons).ok()?;
     Some(json!({
         "prompt": prompt_messages(g),

@@ -34,6 +34,17 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The judge crate's causes map one to one onto the trainer's (same variants, same messages).
+impl From<flywheel_judge::Error> for Error {
+    fn from(e: flywheel_judge::Error) -> Self {
+        match e {
+            flywheel_judge::Error::Shape(m) => Self::Shape(m),
+            flywheel_judge::Error::NoData(m) => Self::NoData(m),
+            flywheel_judge::Error::Setting(m) => Self::Setting(m),
+        }
+    }
+}
+
 impl Error {
     pub(crate) fn adapter_io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();

@@ -6,13 +6,15 @@ use candle_core::{DType, Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::grad::{recompute_backward, LoraGrads};
-use crate::logprobs::packed_logprobs;
-use crate::model::{LoraConfig, LoraWeights, Model, ATTENTION_MODULES, MLP_MODULES};
-use crate::objectives::{Dpo, Inpo, Ipo, Objective, Reference, Rpo, Sppo};
-use crate::pack::Pack;
-use crate::train::{accumulate_gradients, prepare_pairs, GradOptions, PairExample, TrainConfig};
-use crate::{write_tiny_llama, Adapter, OptimConfig, Sequence, Trainer};
+use crate::files::write_tiny_llama;
+use crate::learning::{
+    accumulate_gradients, prepare_pairs, recompute_backward, Dpo, GradOptions, Inpo, Ipo,
+    LoraGrads, Objective, OptimConfig, PairExample, Reference, Rpo, Sppo, TrainConfig, Trainer,
+};
+use crate::model::{
+    packed_logprobs, Adapter, LoraConfig, LoraWeights, Model, Pack, Sequence, ATTENTION_MODULES,
+    MLP_MODULES,
+};
 
 fn all_modules() -> Vec<String> {
     ATTENTION_MODULES
@@ -334,7 +336,7 @@ fn per_layer_recomputation_with_a_chunked_head_matches_for_a_300_token_response(
     let b = recompute_backward(&model, &pack, None, &mut ckpt, half_sum).unwrap();
 
     // Assert
-    let whole = crate::sequence_logprobs(&model, &seq, Adapter::Trainable).unwrap();
+    let whole = crate::model::sequence_logprobs(&model, &seq, Adapter::Trainable).unwrap();
     assert_eq!(whole.per_token.len(), 300);
     assert!((a - whole.sum).abs() < 1e-9 && (b - whole.sum).abs() < 1e-9);
     for (x, y) in full.grads.iter().zip(&ckpt.grads) {
@@ -356,10 +358,10 @@ fn the_fused_cpu_ops_give_the_primitive_ops_values_and_gradients() {
 #[test]
 fn the_fused_attention_keeps_a_sliding_window_as_the_primitive_mask_does() {
     let (dir, _) = tiny_model(DType::F64, 0.0);
-    let mut config = crate::Config::from_dir(dir.path()).unwrap();
+    let mut config = crate::model::Config::from_dir(dir.path()).unwrap();
     config.model_type = Some("mistral".into());
     config.sliding_window = Some(3);
-    let files = crate::model::llama_weight_files(dir.path()).unwrap();
+    let files = crate::files::weight_files(dir.path()).unwrap();
     // SAFETY: the files are the test's own, written above and not changed while mapped.
     let vb = unsafe {
         candle_nn::VarBuilder::from_mmaped_safetensors(&files, DType::F64, &Device::Cpu).unwrap()
@@ -386,7 +388,7 @@ fn assert_fused_ops_match_the_primitive_ops(model: &Model) {
     let pass = model.pass(Adapter::Trainable, true, None);
     let run = |frame: crate::model::Frame| {
         let hidden = model.hidden(&pack.ids, &frame, &pass).unwrap();
-        let logprobs = crate::logprobs::head_logprobs(model, &hidden, &pack, &frame, true).unwrap();
+        let logprobs = crate::model::head_logprobs(model, &hidden, &pack, &frame, true).unwrap();
         // Unequal weights per token, so every token's gradient counts.
         let n = logprobs.dim(0).unwrap();
         let w: Vec<f64> = (0..n).map(|i| 1.0 + i as f64 / n as f64).collect();

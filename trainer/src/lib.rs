@@ -1,59 +1,49 @@
 //! Flywheel's trainer: turns judged groups into LoRA adapters that the server hot-swaps in.
 //!
 //! # Layout
-//! - `model_files`: model directories on disk in the Hugging Face layout mistral.rs loads: a tiny
-//!   random-weight Llama for tests ([`write_tiny_llama`]) and GGUF → HF import ([`import_gguf`]).
-//! - `model`: the llama-family policy ([`Model`]) from differentiable candle ops, frozen base weights,
-//!   LoRA ([`LoraConfig`]); [`Adapter`] picks π_ref (off), π_θ (trainable) or a frozen π_t per pass.
-//! - `logprobs`: per-token and summed response log-probs ([`sequence_logprobs`]).
-//! - `pack`: a step's sequences as one batch of rows (attention kept within each sequence).
-//! - `ops`: fused CPU ops with their own backward (attention, RMSNorm, SwiGLU, head log-probs).
-//! - `objectives`: the [`Objective`] trait and one file per loss ([`Sppo`], [`Inpo`], [`Dpo`], [`Ipo`],
-//!   [`Rpo`]), as `research/algorithms.md` defines them.
-//! - `preference`: win-rates from pairwise judgments (counting with ties, Bradley–Terry).
-//! - `data`: judged groups → best-versus-worst pairs with win-rates ([`build_pairs`]).
-//! - `stored`: the store's judged groups (served prompt ids, responses, judgments) → pairs
-//!   ([`pairs_from_store`]).
-//! - `grad`: per-sequence backward, with optional per-layer recomputation.
-//! - `optim`: AdamW on the LoRA parameters, clipping, warmup + decay ([`OptimConfig`]).
-//! - `train`: frozen log-probs once per pair, then [`Trainer::step`].
-//! - `job`: one training job against the store, from recorded run to `ready` adapter ([`run_job`]).
-//! - `worker`: trains whenever enough new judgments arrive ([`try_train_once`], [`spawn_worker`]).
-//! - `adapter`: PEFT adapter files, written atomically with a sha256 ([`write_adapter`]).
-//! - `guards` (tests only): the autograd guards of `research/trainer.md` §7 on the tiny model.
-//! - `error`: [`Error`], the enum every fallible function here returns (except `model_files`).
+//! Four layers, each using only the ones above it in this list; every public name is re-exported
+//! here, once, and the modules themselves are private.
+//! - `model`: the llama-family policy ([`Model`]) from differentiable candle ops, with [`Config`],
+//!   LoRA ([`LoraConfig`]), the fused CPU ops, packing ([`Sequence`]s into one batch) and
+//!   log-probs ([`sequence_logprobs`]). [`Adapter`] picks π_ref (off), π_θ (trainable) or a frozen
+//!   π_t per pass.
+//! - `learning`: the [`Objective`] trait and one file per loss ([`Sppo`], [`Inpo`], [`Dpo`],
+//!   [`Ipo`], [`Rpo`]); judged groups → best-versus-worst pairs ([`group_pair`], win-rates from
+//!   `flywheel_judge`); the training step ([`Trainer`]); AdamW ([`OptimConfig`]).
+//! - `files`: PEFT adapter files, written atomically with a sha256 ([`write_adapter`]); base
+//!   model files ([`Model::load`] from an HF directory or a GGUF; [`import_gguf`];
+//!   [`write_tiny_llama`], the test fixture).
+//! - `run`: the only part that talks to the store: one training job from recorded run to `ready`
+//!   adapter ([`run_job`], its data from [`pairs_from_store`]), and the worker that trains
+//!   whenever enough new judgments arrive ([`try_train_once`], [`run_every`], [`WorkerGuard`]).
+//!
+//! Beside them: `error` ([`Error`], the enum every fallible function returns, except
+//! [`ModelFileError`] for model directories) and, in tests only, `guards`, the autograd guards of
+//! `research/trainer.md` §7 on the tiny model.
 
-pub mod adapter;
-pub mod data;
 mod error;
-mod grad;
+mod files;
 #[cfg(test)]
 mod guards;
-pub mod job;
-pub mod logprobs;
-pub mod model;
-pub mod model_files;
-pub mod objectives;
-mod ops;
-pub mod optim;
-mod pack;
-pub mod preference;
-pub mod stored;
-pub mod train;
-pub mod worker;
+mod learning;
+mod model;
+mod run;
 
-pub use adapter::{read_adapter, write_adapter, AdapterConfig};
-pub use data::{build_pairs, group_pair, Candidate, JudgedGroup, PairSelection};
 pub use error::{Error, Result};
-pub use job::{run_job, Algorithm, JobConfig, Progress};
-pub use logprobs::{sequence_logprobs, Sequence, SequenceLogprobs};
-pub use model::{Adapter, Config, LoraConfig, LoraModule, LoraWeights, Model};
-pub use model_files::{
-    gguf_tokenizer, import_gguf, write_tiny_llama, ImportSummary, ModelFileError, IMPORT_MARKER,
-    TINY_SPECIAL_TOKENS,
+pub use files::{
+    gguf_tokenizer, import_gguf, read_adapter, write_adapter, write_tiny_llama, AdapterConfig,
+    ImportSummary, ModelFileError, IMPORT_MARKER, TINY_SPECIAL_TOKENS,
 };
-pub use objectives::{Dpo, Inpo, Ipo, Objective, PairBatch, Reference, Rpo, Sppo, SppoVariant};
-pub use optim::{OptimConfig, Schedule};
-pub use stored::{judged_group, pairs_from_store, DataReport};
-pub use train::{prepare_pairs, PairExample, PreparedPair, StepMetrics, TrainConfig, Trainer};
-pub use worker::{run_every, spawn_worker, try_train_once, Outcome, WorkerConfig, WorkerGuard};
+pub use learning::{
+    build_pairs, group_pair, prepare_pairs, Candidate, Dpo, Inpo, Ipo, JudgedGroup, Objective,
+    OptimConfig, PairBatch, PairExample, PairSelection, PreparedPair, Reference, Rpo, Schedule,
+    Sppo, SppoVariant, StepMetrics, TrainConfig, Trainer,
+};
+pub use model::{
+    sequence_logprobs, Adapter, Config, LoraConfig, LoraModule, LoraWeights, Model, Sequence,
+    SequenceLogprobs, ATTENTION_MODULES, MLP_MODULES,
+};
+pub use run::{
+    pairs_from_store, run_every, run_job, spawn_worker, try_train_once, Algorithm, DataReport,
+    JobConfig, Outcome, Progress, WorkerConfig, WorkerGuard,
+};

@@ -1,16 +1,17 @@
 //! Annotator quality: `GET /v1/annotators` and `GET /v1/annotators/{id}`: counts, speed, tie and
 //! both-bad rates, agreement with the majority on shared pairs, and Cohen's kappa per pair of
-//! annotators (the math is in `crate::agreement`). The same figures are Prometheus gauges.
+//! annotators (the math is in `flywheel_judge`). The same figures are Prometheus gauges.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
+use flywheel_judge::Agreement;
 use flywheel_store::AnnotatorStats;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, AppJson, ErrorBody};
+use super::error::{ApiError, AppJson, AppPath, AppQuery, ErrorBody};
 use super::AppState;
-use crate::agreement::{agreement, Agreement};
+use crate::judging::agreement;
 
 /// The fewest pairs two annotators must share for their kappa to be reported, by default.
 pub const MIN_SHARED_ITEMS: usize = 5;
@@ -59,8 +60,10 @@ pub struct KappaWith {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KappaQuery {
     /// The fewest shared pairs for a kappa to be reported (default 5).
+    #[param(value_type = Option<u64>, minimum = 1)]
     pub min_shared: Option<String>,
 }
 
@@ -68,7 +71,7 @@ pub struct KappaQuery {
 #[utoipa::path(get, path = "/v1/annotators", tag = "annotators",
     security(("bearer" = ["admin"])),
     responses(
-        (status = 200, body = AnnotatorList),
+        (status = 200, description = "Every annotator", body = AnnotatorList),
         (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
     ))]
@@ -88,16 +91,16 @@ pub async fn list_annotators(
     params(("id" = String, Path, description = "the annotator's name"), KappaQuery),
     security(("bearer" = ["admin"])),
     responses(
-        (status = 200, body = AnnotatorDetail),
-        (status = 400, description = "A malformed `min_shared`", body = ErrorBody),
+        (status = 200, description = "The annotator", body = AnnotatorDetail),
+        (status = 400, description = "A malformed `min_shared`, or an `id` that is not valid UTF-8", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `admin` scope", body = ErrorBody),
         (status = 404, description = "No judgments by this annotator", body = ErrorBody),
     ))]
 pub async fn get_annotator(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<KappaQuery>,
+    AppPath(id): AppPath<String>,
+    AppQuery(q): AppQuery<KappaQuery>,
 ) -> Result<AppJson<AnnotatorDetail>, ApiError> {
     let min_shared = match q.min_shared.as_deref() {
         None => MIN_SHARED_ITEMS,

@@ -1,19 +1,17 @@
 //! `GET /v1/groups/{id}/preferences`: each response's estimated win-rate against its group, from
-//! the group's judgments, through `flywheel_trainer::preference` (the module the trainer uses).
+//! the group's judgments, through `flywheel_judge` (the crate the trainer uses).
 //!
 //! Ties and both-bad count half; a judgment's `strength` counts as P(a≻b). `win_rate` is the
 //! counting estimate (with the self-comparison of `research/algorithms.md` §7.1) when every pair
 //! was judged, and Bradley–Terry MAP (§7.2) when some pair was not; both are returned as well.
 
-use axum::extract::{Path, State};
-use flywheel_trainer::preference::{
-    bradley_terry, counting_win_rates, estimate_win_rates, BtPrior, Comparison, Estimator,
-};
+use axum::extract::State;
+use flywheel_judge::{bradley_terry, counting_win_rates, estimate_win_rates, BtPrior, Estimator};
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::{ApiError, AppJson, ErrorBody};
+use super::error::{ApiError, AppJson, AppPath, ErrorBody};
 use super::groups::parse_id;
 use super::AppState;
 
@@ -51,7 +49,7 @@ pub struct ResponsePreference {
     params(("id" = Uuid, Path, description = "group id")),
     security(("bearer" = ["annotate"])),
     responses(
-        (status = 200, body = Preferences),
+        (status = 200, description = "Win-rates of the group's responses", body = Preferences),
         (status = 400, description = "A malformed id", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `annotate` scope", body = ErrorBody),
@@ -60,23 +58,11 @@ pub struct ResponsePreference {
 #[tracing::instrument(skip_all)]
 pub async fn get_preferences(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<AppJson<Preferences>, ApiError> {
     let group = state.store.get_group(parse_id("id", &id)?).await?;
     let judgments = state.store.judgments_for_group(group.group.id).await?;
-    let position = |response: Uuid| group.responses.iter().position(|r| r.id == response);
-    // The store checks that both responses belong to the group, so every judgment has positions.
-    let comparisons: Vec<Comparison> = judgments
-        .iter()
-        .filter_map(|j| {
-            Some(Comparison {
-                a: position(j.response_a)?,
-                b: position(j.response_b)?,
-                outcome: j.outcome,
-                strength: j.strength,
-            })
-        })
-        .collect();
+    let comparisons = crate::judging::comparisons(&group.responses, &judgments);
     let k = group.responses.len();
     let mut preferences = Preferences {
         group_id: group.group.id,
@@ -87,7 +73,7 @@ pub async fn get_preferences(
     if k == 0 {
         return Ok(AppJson(preferences));
     }
-    let failed = |e: flywheel_trainer::Error| ApiError::Internal(e.into());
+    let failed = |e: flywheel_judge::Error| ApiError::Internal(e.into());
     let (win_rates, estimator) = estimate_win_rates(k, &comparisons).map_err(failed)?;
     let counting = counting_win_rates(k, &comparisons).map_err(failed)?;
     let bt = bradley_terry(k, &comparisons, BtPrior::default()).map_err(failed)?;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::llama::Config;
-use crate::ops::{Heads, RopeTable};
+use super::config::Config;
+use super::ops::{Heads, RopeTable};
 use crate::{Error, Result};
 
 /// Per-batch constants shared by every layer: where each packed sequence lies, its RoPE angles, and
@@ -19,7 +19,7 @@ pub(crate) struct Frame {
     pub(super) kernels: Kernels,
 }
 
-/// The fused ops of `crate::ops` (CPU, f32/f64), or the primitive ops, which need per-sequence tables.
+/// The fused ops of `model::ops` (CPU, f32/f64), or the primitive ops, which need per-sequence tables.
 pub(super) enum Kernels {
     Fused,
     Primitive(Vec<SequenceTables>),

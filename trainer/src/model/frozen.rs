@@ -12,7 +12,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::ops;
+use super::ops;
 
 /// `y = x·Wᵀ (+ b)` with `W` [out, in] and `b` [out] frozen.
 #[derive(Debug, Clone)]

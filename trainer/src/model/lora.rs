@@ -63,13 +63,13 @@ pub struct LoraModule {
 /// Fixed (non-trainable) LoRA weights in module order, e.g. the previous iterate π_t.
 #[derive(Debug, Clone)]
 pub struct LoraWeights {
-    /// `(A [r, in], B [out, r])` per module, in [`crate::Model::lora_modules`] order.
+    /// `(A [r, in], B [out, r])` per module, in [`Model::lora_modules`](super::Model::lora_modules) order.
     pub(crate) pairs: Vec<(Tensor, Tensor)>,
 }
 
 impl LoraWeights {
-    /// `(A [r, in], B [out, r])` per module, in [`crate::Model::lora_modules`] order, in the model's
-    /// dtype (checked when the weights are used by [`crate::Model::set_trainable`]).
+    /// `(A [r, in], B [out, r])` per module, in [`Model::lora_modules`](super::Model::lora_modules) order, in the model's
+    /// dtype (checked when the weights are used by [`Model::set_trainable`](super::Model::set_trainable)).
     pub fn from_pairs(pairs: Vec<(Tensor, Tensor)>) -> Self {
         Self { pairs }
     }

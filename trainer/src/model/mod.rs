@@ -1,216 +1,35 @@
-//! The trainable policy: a frozen llama-family base plus one trainable LoRA adapter.
+//! The model layer: a llama-family policy from differentiable candle ops, with LoRA, and the
+//! log-probs every objective is computed from. It knows nothing of training, files or the store.
 //!
-//! - `llama`: the base model from differentiable ops ([`Config`] reads HF `config.json`).
+//! - `config`: [`Config`], the HF `config.json` and its family switches (Llama, Mistral, Qwen2).
+//! - `policy`: [`Model`], a frozen base plus one trainable adapter; [`Adapter`] picks π_ref (off),
+//!   π_θ (trainable) or a frozen π_t for each pass.
+//! - `llama`: the decoder itself, written out so every op keeps its backward.
 //! - `lora`: [`LoraConfig`], the `LoraLinear` wrapper, fixed [`LoraWeights`] (e.g. π_t).
 //! - `frozen`: the frozen-weight matmul op, so base weights hold no gradients.
 //! - `frame`: what every layer of a pass shares (packed sequence extents, RoPE, which kernels run).
-//!
-//! A forward pass chooses its adapter with [`Adapter`]: `Off` is the reference policy π_ref,
-//! `Trainable` is π_θ, `Fixed` a frozen snapshot such as the previous iterate π_t.
+//! - `ops`: fused CPU ops with their own backward (attention, RMSNorm, SwiGLU, head log-probs).
+//! - `pack`: [`Sequence`], and a step's sequences as one batch of rows (attention within each).
+//! - `logprobs`: per-token and summed response log-probs ([`sequence_logprobs`]).
 
+mod config;
+#[cfg(test)]
+mod families;
 mod frame;
 mod frozen;
 mod llama;
+mod logprobs;
 mod lora;
+mod ops;
+mod pack;
+mod policy;
 
+pub use config::Config;
 #[cfg(test)]
-mod families;
-
-use std::path::Path;
-
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::VarBuilder;
-
 pub(crate) use frame::Frame;
-#[cfg(test)]
-pub(crate) use llama::weight_files as llama_weight_files;
-pub use llama::Config;
-pub(crate) use llama::Llama;
+pub(crate) use logprobs::{head_logprobs, packed_logprobs};
+pub use logprobs::{sequence_logprobs, SequenceLogprobs};
 pub use lora::{LoraConfig, LoraModule, LoraWeights, ATTENTION_MODULES, MLP_MODULES};
-pub(crate) use lora::{LoraPass, LoraSource, LoraVars};
-
-use crate::{Error, Result};
-
-/// Which LoRA weights a forward pass adds to the frozen base.
-#[derive(Debug, Clone, Copy)]
-pub enum Adapter<'a> {
-    /// The base model alone: the reference policy π_ref.
-    Off,
-    /// The trainable adapter π_θ (no graph is recorded unless a training step asks for one).
-    Trainable,
-    /// Fixed weights, e.g. the previous iterate π_t.
-    Fixed(&'a LoraWeights),
-}
-
-/// A frozen base model and its trainable LoRA adapter.
-#[derive(Debug)]
-pub struct Model {
-    pub(crate) llama: Llama,
-    lora: LoraConfig,
-    pub(crate) vars: LoraVars,
-}
-
-impl Model {
-    /// Loads `path` in `dtype`, with a fresh adapter: `A` seeded by `lora.seed`, `B` zero. `path`
-    /// is an HF directory (`config.json` + `model*.safetensors`, memory-mapped) or a llama `.gguf`
-    /// file, dequantized in memory (the weights `flywheel model import` would write).
-    ///
-    /// # Errors
-    /// `Error::Config` for an unsupported config or missing files, `Error::Candle` for a tensor with
-    /// the wrong shape, `Error::Setting` for rank 0.
-    pub fn load(path: &Path, lora: LoraConfig, dtype: DType, device: &Device) -> Result<Self> {
-        if path.is_file()
-            && path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-        {
-            return Self::load_gguf(path, lora, dtype, device);
-        }
-        let dir = path;
-        let config = Config::from_dir(dir)?;
-        let files = llama::weight_files(dir)?;
-        // SAFETY: the files are only read; a concurrent writer would be a broken model directory,
-        // which `import_gguf` avoids by writing to a temporary directory first.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, dtype, device)? };
-        Self::new(config, lora, vb)
-    }
-
-    fn load_gguf(gguf: &Path, lora: LoraConfig, dtype: DType, device: &Device) -> Result<Self> {
-        let (config, weights) = crate::model_files::read_gguf_weights(gguf)
-            .map_err(|e| Error::Config(format!("cannot read {}: {e}", gguf.display())))?;
-        let config = Config::from_json(config, gguf)?;
-        let vb = VarBuilder::from_tensors(weights, dtype, device);
-        Self::new(config, lora, vb)
-    }
-
-    /// Builds the model from any `VarBuilder` (tests use in-memory tensors).
-    pub fn new(config: Config, lora: LoraConfig, vb: VarBuilder) -> Result<Self> {
-        if lora.rank == 0 {
-            return Err(Error::Setting("LoRA rank must be at least 1".into()));
-        }
-        if !(0.0..1.0).contains(&lora.dropout) {
-            return Err(Error::Setting(format!(
-                "LoRA dropout must be in [0, 1), got {}",
-                lora.dropout
-            )));
-        }
-        let llama = Llama::new(config, &lora, vb)?;
-        let vars = LoraVars::init(
-            &llama.modules,
-            lora.rank,
-            lora.seed,
-            llama.dtype(),
-            llama.device(),
-        )?;
-        Ok(Self { llama, lora, vars })
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.llama.config
-    }
-
-    pub fn lora_config(&self) -> &LoraConfig {
-        &self.lora
-    }
-
-    /// The adapted projections in the order of [`LoraWeights`] pairs.
-    pub fn lora_modules(&self) -> &[LoraModule] {
-        &self.llama.modules
-    }
-
-    pub fn dtype(&self) -> DType {
-        self.llama.dtype()
-    }
-
-    pub fn device(&self) -> &Device {
-        self.llama.device()
-    }
-
-    /// A copy of the trainable adapter's current values (e.g. π_t before an iteration).
-    ///
-    /// # Errors
-    /// Candle errors (allocation).
-    pub fn snapshot(&self) -> Result<LoraWeights> {
-        Ok(self.vars.snapshot()?)
-    }
-
-    /// Overwrites the trainable adapter (e.g. to warm-start from the parent adapter).
-    ///
-    /// # Errors
-    /// `Error::Shape` when `weights` was made for other modules or another rank.
-    pub fn set_trainable(&self, weights: &LoraWeights) -> Result<()> {
-        if weights.pairs.len() != self.vars.pairs.len() {
-            return Err(Error::Shape(format!(
-                "adapter has {} modules, model has {}",
-                weights.pairs.len(),
-                self.vars.pairs.len()
-            )));
-        }
-        for ((a, b), (va, vb)) in weights.pairs.iter().zip(&self.vars.pairs) {
-            if a.dims() != va.dims() || b.dims() != vb.dims() {
-                return Err(Error::Shape(format!(
-                    "LoRA pair {:?}/{:?}, expected {:?}/{:?}",
-                    a.dims(),
-                    b.dims(),
-                    va.dims(),
-                    vb.dims()
-                )));
-            }
-            va.set(&a.to_dtype(self.dtype())?.to_device(self.device())?)?;
-            vb.set(&b.to_dtype(self.dtype())?.to_device(self.device())?)?;
-        }
-        Ok(())
-    }
-
-    /// The trainable `Var`s, `A` then `B` per module, for the optimiser.
-    pub(crate) fn trainable_vars(&self) -> Vec<&Var> {
-        self.vars.pairs.iter().flat_map(|(a, b)| [a, b]).collect()
-    }
-
-    /// Logits at every position, [t, vocab], with no autograd graph.
-    ///
-    /// # Errors
-    /// `Error::Shape` for an empty sequence.
-    pub fn logits(&self, ids: &[u32], adapter: Adapter) -> Result<Tensor> {
-        let frame = self.llama.frame(&[ids.len()])?;
-        let hidden = self.hidden(ids, &frame, &self.pass(adapter, false, None))?;
-        self.llama.head(&hidden)
-    }
-
-    /// Final-layer hidden states [rows, hidden] (before the final norm) of the packed `ids` that
-    /// `frame` describes.
-    pub(crate) fn hidden(&self, ids: &[u32], frame: &Frame, pass: &LoraPass) -> Result<Tensor> {
-        if ids.is_empty() {
-            return Err(Error::Shape("empty token sequence".into()));
-        }
-        let mut x = self.llama.embed(ids)?;
-        for layer in &self.llama.layers {
-            x = layer.forward(&x, frame, pass)?;
-        }
-        Ok(x)
-    }
-
-    /// The LoRA settings of one pass; `dropout_seed` turns dropout on (training passes only).
-    pub(crate) fn pass<'a>(
-        &'a self,
-        adapter: Adapter<'a>,
-        grad: bool,
-        dropout_seed: Option<u64>,
-    ) -> LoraPass<'a> {
-        let source = match adapter {
-            Adapter::Off => LoraSource::Off,
-            Adapter::Trainable => LoraSource::Vars {
-                vars: &self.vars,
-                grad,
-            },
-            Adapter::Fixed(w) => LoraSource::Fixed(w),
-        };
-        LoraPass {
-            source,
-            scale: self.lora.scale(),
-            dropout: dropout_seed
-                .filter(|_| self.lora.dropout > 0.0)
-                .map(|s| (self.lora.dropout, s)),
-        }
-    }
-}
+pub(crate) use pack::Pack;
+pub use pack::Sequence;
+pub use policy::{Adapter, Model};

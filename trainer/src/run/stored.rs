@@ -5,11 +5,11 @@
 //! re-rendering of the messages, so the trainer scores exactly the sequences that were sampled
 //! (`research/algorithms.md` §0.2). Groups recorded without them are skipped and counted.
 
-use flywheel_store::TrainingGroup;
+use flywheel_judge::{comparisons, Judged};
+use flywheel_store::{Judgment, Outcome, TrainingGroup};
+use uuid::Uuid;
 
-use crate::data::{group_pair, Candidate, JudgedGroup, PairSelection};
-use crate::preference::Comparison;
-use crate::train::PairExample;
+use crate::learning::{group_pair, Candidate, JudgedGroup, PairExample, PairSelection};
 use crate::{Error, Result};
 
 /// How many groups gave a pair, and why the others did not.
@@ -37,26 +37,15 @@ impl std::fmt::Display for DataReport {
 /// The group in the builders' terms: responses with tokens, judgments over their indices.
 /// `None` when the group has no prompt token ids. Empty responses and the judgments naming them
 /// are left out (an empty response has no token to score).
-pub fn judged_group(stored: &TrainingGroup) -> Option<JudgedGroup> {
+fn judged_group(stored: &TrainingGroup) -> Option<JudgedGroup> {
     let prompt = stored.prompt_token_ids.clone().filter(|p| !p.is_empty())?;
     let kept: Vec<_> = stored
         .responses
         .iter()
         .filter(|r| !r.token_ids.is_empty())
         .collect();
-    let index = |id| kept.iter().position(|r| r.id == id);
-    let comparisons = stored
-        .judgments
-        .iter()
-        .filter_map(|j| {
-            Some(Comparison {
-                a: index(j.response_a)?,
-                b: index(j.response_b)?,
-                outcome: j.outcome,
-                strength: j.strength,
-            })
-        })
-        .collect();
+    let ids: Vec<Uuid> = kept.iter().map(|r| r.id).collect();
+    let comparisons = comparisons(&ids, stored.judgments.iter().map(judged));
     Some(JudgedGroup {
         prompt,
         responses: kept
@@ -103,6 +92,24 @@ pub fn pairs_from_store(
     Ok((pairs, report))
 }
 
+/// A stored judgment in the judge crate's terms.
+fn judged(j: &Judgment) -> Judged<Uuid> {
+    // The store cannot depend on the judge crate's types yet, so the outcome is mapped here (the
+    // server maps it once too, in `flywheel::judging`).
+    let outcome = match j.outcome {
+        Outcome::A => flywheel_judge::Outcome::A,
+        Outcome::B => flywheel_judge::Outcome::B,
+        Outcome::Tie => flywheel_judge::Outcome::Tie,
+        Outcome::BothBad => flywheel_judge::Outcome::BothBad,
+    };
+    Judged {
+        a: j.response_a,
+        b: j.response_b,
+        outcome,
+        strength: j.strength,
+    }
+}
+
 fn check_vocabulary(stored: &TrainingGroup, group: &JudgedGroup, vocab_size: usize) -> Result<()> {
     let tokens = group
         .responses
@@ -122,8 +129,7 @@ fn check_vocabulary(stored: &TrainingGroup, group: &JudgedGroup, vocab_size: usi
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use flywheel_store::{Judgment, JudgmentSource, Outcome, Response};
-    use uuid::Uuid;
+    use flywheel_store::{JudgmentSource, Response};
 
     use super::*;
 

@@ -6,9 +6,10 @@
 //! judgments as [`Comparison`]s over response indices. Only responses of the policy being improved
 //! are used unless told otherwise (§0.4: the papers assume on-policy data).
 
-use crate::logprobs::Sequence;
-use crate::preference::{best_and_worst, estimate_win_rates, Comparison};
-use crate::train::PairExample;
+use flywheel_judge::{best_and_worst, estimate_win_rates, Comparison};
+
+use super::train::PairExample;
+use crate::model::Sequence;
 use crate::{Error, Result};
 
 /// One response of a group.
@@ -127,7 +128,7 @@ fn direct(comparisons: &[Comparison], i: usize, j: usize) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use flywheel_store::Outcome;
+    use flywheel_judge::Outcome;
 
     use super::*;
 

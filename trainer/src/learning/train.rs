@@ -6,12 +6,10 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::grad::{recompute_backward, LoraGrads};
-use crate::logprobs::{packed_logprobs, sequence_logprobs, Sequence};
-use crate::model::{Adapter, Model};
-use crate::objectives::{Objective, PairBatch, Reference};
-use crate::optim::{AdamW, OptimConfig};
-use crate::pack::Pack;
+use super::grad::{recompute_backward, LoraGrads};
+use super::objectives::{Objective, PairBatch, Reference};
+use super::optim::{AdamW, OptimConfig};
+use crate::model::{packed_logprobs, sequence_logprobs, Adapter, Model, Pack, Sequence};
 use crate::{Error, Result};
 
 /// A (chosen, rejected) pair of responses to one prompt, with SPPO's win-rates when known.

@@ -50,7 +50,7 @@ impl Objective for Ipo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objectives::testing::{
+    use crate::learning::objectives::testing::{
         assert_gradient_matches_finite_differences, batch, loss_value, pairs,
     };
 

@@ -1,6 +1,6 @@
-//! Inter-annotator agreement over pairs judged by several annotators: agreement with the majority
-//! of the others, and Cohen's kappa for each pair of annotators. Pure functions over the verdicts
-//! the store returns (`Store::judgments_on_shared_pairs`), each in canonical pair order.
+//! Inter-annotator agreement over items judged by several annotators: agreement with the majority
+//! of the others, and Cohen's kappa for each pair of annotators. An item is whatever the caller
+//! keys verdicts by (the server: a pair of responses in canonical order).
 //!
 //! Kappa treats the four outcomes (`a`, `b`, `tie`, `both_bad`) as categories:
 //! κ = (p_o − p_e) / (1 − p_e), p_o the observed agreement, p_e = Σ_c p₁(c)·p₂(c) the agreement
@@ -8,8 +8,17 @@
 
 use std::collections::BTreeMap;
 
-use flywheel_store::{Outcome, SharedJudgment};
-use uuid::Uuid;
+use crate::Outcome;
+
+/// One annotator's verdict on one item.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict<'a, K> {
+    /// What was judged; verdicts with equal items are compared with each other.
+    pub item: K,
+    pub annotator: &'a str,
+    /// In the item's own order, the same for every annotator.
+    pub outcome: Outcome,
+}
 
 /// How one annotator's verdicts compare with the majority of the others on shared pairs.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -49,14 +58,18 @@ pub struct Agreement {
     pub pairs: Vec<PairAgreement>,
 }
 
-/// Computes [`Agreement`] from the verdicts on shared pairs (one per annotator and pair).
-pub fn agreement(shared: &[SharedJudgment], min_shared: usize) -> Agreement {
-    let mut items: BTreeMap<(Uuid, Uuid), BTreeMap<&str, Outcome>> = BTreeMap::new();
-    for s in shared {
+/// Computes [`Agreement`] from the verdicts on shared items. An annotator who gave several verdicts
+/// on one item counts with the last.
+pub fn agreement<'a, K: Ord>(
+    verdicts: impl IntoIterator<Item = Verdict<'a, K>>,
+    min_shared: usize,
+) -> Agreement {
+    let mut items: BTreeMap<K, BTreeMap<&str, Outcome>> = BTreeMap::new();
+    for v in verdicts {
         items
-            .entry((s.response_lo, s.response_hi))
+            .entry(v.item)
             .or_default()
-            .insert(&s.annotator, s.outcome);
+            .insert(v.annotator, v.outcome);
     }
     let mut result = Agreement::default();
     let mut together: BTreeMap<(&str, &str), Vec<(Outcome, Outcome)>> = BTreeMap::new();
@@ -181,16 +194,11 @@ mod tests {
         assert_eq!(plurality(&[]), None);
     }
 
-    fn verdict(pair: u128, annotator: &str, outcome: Outcome) -> SharedJudgment {
-        SharedJudgment {
-            group_id: Uuid::from_u128(1),
-            response_lo: Uuid::from_u128(pair * 2),
-            response_hi: Uuid::from_u128(pair * 2 + 1),
-            annotator: annotator.into(),
-            source: flywheel_store::JudgmentSource::Human,
+    fn verdict(pair: u128, annotator: &str, outcome: Outcome) -> Verdict<'_, u128> {
+        Verdict {
+            item: pair,
+            annotator,
             outcome,
-            judgment_id: Uuid::now_v7(),
-            created_at: chrono::Utc::now(),
         }
     }
 
@@ -205,7 +213,7 @@ mod tests {
             verdict(2, "y", A),
         ];
 
-        let result = agreement(&shared, 1);
+        let result = agreement(shared, 1);
 
         // x on pair 1: others {a, b} have no majority; on pair 2: other says a, x said tie.
         assert_eq!(
@@ -231,7 +239,7 @@ mod tests {
     #[test]
     fn pairs_of_annotators_with_too_few_shared_items_are_left_out() {
         let shared = [verdict(1, "x", A), verdict(1, "y", A)];
-        assert!(agreement(&shared, 2).pairs.is_empty());
-        assert_eq!(agreement(&shared, 1).pairs.len(), 1);
+        assert!(agreement(shared, 2).pairs.is_empty());
+        assert_eq!(agreement(shared, 1).pairs.len(), 1);
     }
 }

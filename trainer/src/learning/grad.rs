@@ -8,9 +8,7 @@
 
 use candle_core::{Tensor, Var};
 
-use crate::logprobs::head_logprobs;
-use crate::model::{Adapter, Model};
-use crate::pack::Pack;
+use crate::model::{head_logprobs, Adapter, Model, Pack};
 use crate::Result;
 
 /// Accumulated gradients, aligned with `Model::trainable_vars` (`A`, `B` per module).

@@ -1,4 +1,4 @@
-//! A step's sequences packed into one batch of rows.
+//! Training sequences ([`Sequence`]), and a step's sequences packed into one batch of rows.
 //!
 //! Projections, norms and the MLP then run once over every row as large matmuls, which keep all
 //! cores busy where one 256-token sequence does not; attention stays within each sequence
@@ -9,8 +9,41 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 
-use crate::logprobs::Sequence;
-use crate::Result;
+use crate::{Error, Result};
+
+/// One training sequence: the prompt's token ids (chat template already applied) and the response's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequence {
+    pub prompt: Vec<u32>,
+    pub response: Vec<u32>,
+}
+
+impl Sequence {
+    /// # Errors
+    /// `Error::Shape` when the prompt or the response is empty (the first response token needs a
+    /// position to be predicted from).
+    pub fn new(prompt: Vec<u32>, response: Vec<u32>) -> Result<Self> {
+        let seq = Self { prompt, response };
+        seq.check()?;
+        Ok(seq)
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.prompt.is_empty() || self.response.is_empty() {
+            return Err(Error::Shape(format!(
+                "a sequence needs a prompt and a response (got {} and {} tokens)",
+                self.prompt.len(),
+                self.response.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Prompt then response.
+    pub fn ids(&self) -> Vec<u32> {
+        [self.prompt.as_slice(), self.response.as_slice()].concat()
+    }
+}
 
 /// Sequences laid end to end, with where each one's response tokens are predicted.
 #[derive(Debug)]

@@ -48,7 +48,7 @@ impl Objective for Dpo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objectives::testing::{
+    use crate::learning::objectives::testing::{
         assert_gradient_matches_finite_differences, batch, loss_value,
     };
 

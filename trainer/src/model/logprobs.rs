@@ -8,43 +8,11 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::model::{Adapter, Frame, LoraPass, Model};
-use crate::pack::Pack;
-use crate::{Error, Result};
-
-/// One training sequence: the prompt's token ids (chat template already applied) and the response's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sequence {
-    pub prompt: Vec<u32>,
-    pub response: Vec<u32>,
-}
-
-impl Sequence {
-    /// # Errors
-    /// `Error::Shape` when the prompt or the response is empty (the first response token needs a
-    /// position to be predicted from).
-    pub fn new(prompt: Vec<u32>, response: Vec<u32>) -> Result<Self> {
-        let seq = Self { prompt, response };
-        seq.check()?;
-        Ok(seq)
-    }
-
-    pub(crate) fn check(&self) -> Result<()> {
-        if self.prompt.is_empty() || self.response.is_empty() {
-            return Err(Error::Shape(format!(
-                "a sequence needs a prompt and a response (got {} and {} tokens)",
-                self.prompt.len(),
-                self.response.len()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Prompt then response.
-    pub fn ids(&self) -> Vec<u32> {
-        [self.prompt.as_slice(), self.response.as_slice()].concat()
-    }
-}
+use super::frame::Frame;
+use super::lora::LoraPass;
+use super::pack::{Pack, Sequence};
+use super::policy::{Adapter, Model};
+use crate::Result;
 
 /// Log-probs of a response's tokens under one policy.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,7 @@ use std::time::Duration;
 use flywheel_store::Store;
 use tokio::task::JoinHandle;
 
-use crate::job::{run_job, JobConfig, Progress};
+use super::job::{run_job, JobConfig, Progress};
 
 /// When the worker trains and what it does with the result.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,11 +90,14 @@ pub async fn try_train_once(
 }
 
 /// Calls `work` forever: again at once after it trained (more may be waiting), after `interval`
-/// when there was nothing new or it failed (logged).
-pub async fn run_every<W, F>(interval: Duration, mut work: W)
+/// when there was nothing new or it failed (logged). `sleep` waits for the interval
+/// (`tokio::time::sleep` in production; tests pass a virtual clock).
+pub async fn run_every<W, F, S, SF>(interval: Duration, mut sleep: S, mut work: W)
 where
     W: FnMut() -> F,
     F: Future<Output = anyhow::Result<Outcome>>,
+    S: FnMut(Duration) -> SF,
+    SF: Future<Output = ()>,
 {
     loop {
         match work().await {
@@ -102,7 +105,7 @@ where
             Ok(Outcome::NothingNew) => {}
             Err(e) => tracing::error!(error.cause_chain = ?e, "training failed"),
         }
-        tokio::time::sleep(interval).await;
+        sleep(interval).await;
     }
 }
 
@@ -118,7 +121,10 @@ pub fn spawn_worker(store: Store, config: WorkerConfig) -> WorkerGuard {
     let stop = cancel.clone();
     let task = tokio::spawn(async move {
         let interval = config.interval;
-        run_every(interval, || try_train_once(&store, &config, &stop)).await;
+        run_every(interval, tokio::time::sleep, || {
+            try_train_once(&store, &config, &stop)
+        })
+        .await;
     });
     WorkerGuard { cancel, task }
 }
@@ -135,50 +141,56 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Runs `run_every` over scripted outcomes (then `NothingNew`), recording when each call
-    /// happened, in paused time.
-    async fn calls_at(outcomes: Vec<anyhow::Result<Outcome>>, run_for: Duration) -> Vec<u64> {
-        let start = tokio::time::Instant::now();
-        let script = Arc::new(Mutex::new(outcomes.into_iter()));
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let (s, c) = (script.clone(), calls.clone());
-        let task = tokio::spawn(async move {
-            run_every(Duration::from_secs(60), move || {
-                c.lock().unwrap().push(start.elapsed().as_secs());
-                let next = s.lock().unwrap().next().unwrap_or(Ok(Outcome::NothingNew));
-                async move { next }
-            })
-            .await;
-        });
-        tokio::time::sleep(run_for).await;
-        task.abort();
-        let calls = calls.lock().unwrap().clone();
+    use futures::FutureExt;
+
+    /// Runs `run_every` over scripted outcomes (then `NothingNew`) on a virtual clock that each
+    /// sleep advances, recording when each call happened, until the clock passes `run_for`.
+    fn calls_at(outcomes: Vec<anyhow::Result<Outcome>>, run_for: Duration) -> Vec<u64> {
+        let clock = Arc::new(Mutex::new(Duration::ZERO));
+        let mut script = outcomes.into_iter();
+        let mut calls = Vec::new();
+        let sleep = |d: Duration| {
+            let mut now = clock.lock().unwrap();
+            *now += d;
+            let over = *now > run_for;
+            async move {
+                if over {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let work = || {
+            calls.push(clock.lock().unwrap().as_secs());
+            let next = script.next().unwrap_or(Ok(Outcome::NothingNew));
+            async move { next }
+        };
+        // The loop never returns; it parks in its last sleep, which `now_or_never` gives up on.
+        let finished = run_every(Duration::from_secs(60), sleep, work).now_or_never();
+        assert!(finished.is_none());
         calls
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn with_nothing_new_the_worker_checks_once_per_interval() {
-        let calls = calls_at(vec![], Duration::from_secs(150)).await;
+    #[test]
+    fn with_nothing_new_the_worker_checks_once_per_interval() {
+        let calls = calls_at(vec![], Duration::from_secs(150));
         assert_eq!(calls, vec![0, 60, 120]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn after_training_the_worker_checks_again_at_once() {
+    #[test]
+    fn after_training_the_worker_checks_again_at_once() {
         let calls = calls_at(
             vec![Ok(Outcome::Trained(1)), Ok(Outcome::Trained(2))],
             Duration::from_secs(61),
-        )
-        .await;
+        );
         assert_eq!(calls, vec![0, 0, 0, 60]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_failure_waits_an_interval_and_does_not_stop_the_worker() {
+    #[test]
+    fn a_failure_waits_an_interval_and_does_not_stop_the_worker() {
         let calls = calls_at(
             vec![Err(anyhow::anyhow!("disk full")), Ok(Outcome::Trained(1))],
             Duration::from_secs(61),
-        )
-        .await;
+        );
         assert_eq!(calls, vec![0, 60, 60]);
     }
 }

@@ -20,17 +20,19 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device};
 use chrono::{DateTime, Utc};
 use flywheel_store::{
-    Adapter as StoredAdapter, AdapterStatus, NewTrainRun, Store, TrainRun, TrainStep,
-    TrainingDataFilter, TrainingGroup,
+    Adapter as StoredAdapter, NewTrainRun, Store, TrainRun, TrainStep, TrainingDataFilter,
+    TrainingGroup,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::{
-    pairs_from_store, prepare_pairs, read_adapter, write_adapter, Adapter, AdapterConfig,
-    DataReport, Dpo, Inpo, Ipo, LoraConfig, LoraWeights, Model, Objective, OptimConfig,
-    PairSelection, PreparedPair, Rpo, Sppo, StepMetrics, TrainConfig, Trainer,
+use super::stored::{pairs_from_store, DataReport};
+use crate::files::{read_adapter, write_adapter, AdapterConfig, ADAPTER_CONFIG};
+use crate::learning::{
+    prepare_pairs, Dpo, Inpo, Ipo, Objective, OptimConfig, PairSelection, PreparedPair, Rpo, Sppo,
+    StepMetrics, TrainConfig, Trainer,
 };
+use crate::model::{Adapter, LoraConfig, LoraWeights, Model};
 
 /// The preference objectives a job runs (research/algorithms.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,19 +353,9 @@ impl Work {
     }
 }
 
-/// The parent's adapter directory, `None` for the base model.
+/// The parent's adapter directory (`None` for the base model), by the store's one rule.
 fn parent_dir(parent: &StoredAdapter) -> anyhow::Result<Option<PathBuf>> {
-    if parent.version == 0 {
-        return Ok(None);
-    }
-    if parent.status == AdapterStatus::Failed || parent.status == AdapterStatus::Training {
-        bail!("adapter {} is {}", parent.version, parent.status);
-    }
-    let path = parent
-        .path
-        .as_deref()
-        .with_context(|| format!("adapter {} has no files", parent.version))?;
-    Ok(Some(PathBuf::from(path)))
+    Ok(parent.directory()?)
 }
 
 /// A new adapter's LoRA, or the parent's shape (a child keeps it).
@@ -377,7 +369,7 @@ fn lora_config(config: &JobConfig, parent_dir: Option<&Path>) -> anyhow::Result<
             ..LoraConfig::default()
         });
     };
-    let file = dir.join(crate::adapter::ADAPTER_CONFIG);
+    let file = dir.join(ADAPTER_CONFIG);
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
     let parent: AdapterConfig = serde_json::from_str(&text)

@@ -154,7 +154,9 @@ fn pre_split(name: Option<&str>) -> Result<PreSplit> {
 /// server that serves the GGUF directly needs them for detokenizing and stopping.
 ///
 /// # Errors
-/// As [`GgufVocab::read`], plus `Io`/`Gguf` when the file cannot be read.
+/// `Unsupported` for a tokenizer model other than `gpt2` or an unknown pre-tokenizer name;
+/// `MissingMetadata`/`BadMetadata` for absent or inconsistent keys; `Io`/`Gguf` when the file
+/// cannot be read.
 pub fn gguf_tokenizer(path: &std::path::Path) -> Result<(tokenizers::Tokenizer, Vec<u32>)> {
     let mut reader =
         std::io::BufReader::new(std::fs::File::open(path).map_err(ModelFileError::io(path))?);

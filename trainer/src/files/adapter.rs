@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -18,8 +18,9 @@ use sha2::{Digest, Sha256};
 use crate::model::{LoraModule, LoraWeights, Model};
 use crate::{Error, Result};
 
-pub const ADAPTER_CONFIG: &str = "adapter_config.json";
-pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+pub use flywheel_store::{
+    PEFT_CONFIG_FILE as ADAPTER_CONFIG, PEFT_WEIGHTS_FILE as ADAPTER_WEIGHTS,
+};
 const KEY_PREFIX: &str = "base_model.model.";
 
 /// `adapter_config.json`, with the fields PEFT writes for a plain LoRA.
@@ -101,20 +102,18 @@ pub fn write_adapter(
         tensors.insert(format!("{KEY_PREFIX}{}.lora_A.weight", m.name), f32_cpu(a)?);
         tensors.insert(format!("{KEY_PREFIX}{}.lora_B.weight", m.name), f32_cpu(b)?);
     }
+    // A fresh hidden directory next to `dir` (same filesystem, so the final rename is atomic);
+    // dropped (removed) if anything below fails.
     let tmp = temp_sibling(dir)?;
-    let written = write_files(&tmp, &config, &tensors);
-    let renamed = written.and_then(|sha| {
-        fs::rename(&tmp, dir).map_err(Error::adapter_io(dir))?;
-        Ok(sha)
-    });
-    if renamed.is_err() {
-        // Best effort: the temporary directory's name never looks like an adapter anyway.
-        let _ = fs::remove_dir_all(&tmp);
-    } else if let Some(parent) = dir.parent() {
+    let sha = write_files(tmp.path(), &config, &tensors)?;
+    fs::rename(tmp.path(), dir).map_err(Error::adapter_io(dir))?;
+    // The directory now lives under its final name; nothing is left for the guard to remove.
+    let _ = tmp.keep();
+    if let Some(parent) = dir.parent() {
         // Best effort: make the rename itself durable.
         let _ = fs::File::open(parent).and_then(|d| d.sync_all());
     }
-    renamed
+    Ok(sha)
 }
 
 fn write_files(
@@ -144,8 +143,8 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     file.sync_all().map_err(Error::adapter_io(path))
 }
 
-/// A fresh hidden directory next to `dir` (same filesystem, so the final rename is atomic).
-fn temp_sibling(dir: &Path) -> Result<PathBuf> {
+/// A hidden temporary directory beside `dir`, named after it; its name never looks like an adapter.
+fn temp_sibling(dir: &Path) -> Result<tempfile::TempDir> {
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -155,13 +154,10 @@ fn temp_sibling(dir: &Path) -> Result<PathBuf> {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("adapter");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let tmp = parent.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
-    fs::create_dir(&tmp).map_err(Error::adapter_io(&tmp))?;
-    Ok(tmp)
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}.tmp-"))
+        .tempdir_in(parent)
+        .map_err(Error::adapter_io(parent))
 }
 
 /// Reads a PEFT adapter written for `model`'s modules, in the model's dtype and device.
