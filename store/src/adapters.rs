@@ -6,10 +6,12 @@ use sqlx::FromRow;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::connect::with_pool;
+use sqlx::postgres::PgListener;
+
+use crate::connect::{with_pool, Pool};
 use crate::text_enum::text_enum;
 use crate::timestamp::Timestamp;
-use crate::{Error, Result, Store};
+use crate::{Backend, Error, Result, Store};
 
 text_enum! {
     /// Where an adapter is in its life: `training → ready → active → retired`, or `failed`.
@@ -168,6 +170,14 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            if self.backend() == Backend::Postgres {
+                // Delivered to every listening replica when (and only if) the transaction commits.
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(ACTIVATION_CHANNEL)
+                    .bind(version.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+            }
             tx.commit().await?;
         });
         self.get_adapter(version).await
@@ -186,12 +196,48 @@ impl Store {
         Ok(())
     }
 
+    /// A listener woken whenever an adapter is activated, by any process on the same database
+    /// (Postgres `LISTEN/NOTIFY`); `None` on SQLite, where callers poll.
+    ///
+    /// # Errors
+    /// The listening connection cannot be opened.
+    pub async fn activation_listener(&self) -> Result<Option<ActivationListener>> {
+        let Pool::Postgres(pool) = &self.pool else {
+            return Ok(None);
+        };
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(ACTIVATION_CHANNEL).await?;
+        Ok(Some(ActivationListener(listener)))
+    }
+
     /// The version of the active adapter, or 0 (the base model) if none is active.
     pub async fn active_adapter_version(&self) -> Result<i64> {
         let version: Option<i64> = with_pool!(self, pool => {
             sqlx::query_scalar(SELECT_ACTIVE_VERSION).fetch_optional(pool).await?
         });
         Ok(version.unwrap_or(0))
+    }
+}
+
+/// The Postgres channel an activation is announced on; the payload is the version.
+const ACTIVATION_CHANNEL: &str = "flywheel_adapter_activated";
+
+/// Wakes on every adapter activation; see [`Store::activation_listener`].
+pub struct ActivationListener(PgListener);
+
+impl ActivationListener {
+    /// Waits for the next activation and returns its version.
+    ///
+    /// # Errors
+    /// The connection was lost (the next call reconnects; activations in between are missed, so
+    /// callers keep polling as well).
+    pub async fn next(&mut self) -> Result<i64> {
+        loop {
+            let notification = self.0.recv().await?;
+            if let Ok(version) = notification.payload().parse() {
+                return Ok(version);
+            }
+        }
     }
 }
 

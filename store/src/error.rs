@@ -46,3 +46,21 @@ pub(crate) fn conflict_on_unique(e: sqlx::Error, message: impl FnOnce() -> Strin
         _ => Error::Db(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn a_database_error_logs_its_cause_however_it_is_wrapped() {
+        let cause =
+            || sqlx::Error::Protocol("invalid byte sequence for encoding UTF8: 0x00".into());
+        let direct = format!("{:?}", Error::Db(cause()));
+        // The server logs store errors wrapped in anyhow (`error.cause_chain = ?cause`).
+        let wrapped = format!("{:?}", anyhow::Error::from(Error::Db(cause())));
+        for log in [direct, wrapped] {
+            assert!(log.starts_with("database error"), "{log}");
+            assert!(log.contains("0x00"), "{log}");
+        }
+    }
+}

@@ -98,6 +98,7 @@ impl Store {
     /// already taken; [`Error::Invalid`] if a log-prob is not finite (JSON cannot hold it).
     pub async fn insert_group(&self, g: &NewGroup) -> Result<()> {
         check_logprobs(g)?;
+        check_text(g)?;
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             insert_group_rows!(&mut *tx, g);
@@ -199,6 +200,27 @@ pub(crate) fn check_logprobs(g: &NewGroup) -> Result<()> {
                 "response {} (index {}) has a non-finite log-prob ({bad}); log-probs must be finite",
                 r.id, r.index
             )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a NUL anywhere in the group's text, which Postgres cannot store (see [`crate::text`]).
+pub(crate) fn check_text(g: &NewGroup) -> Result<()> {
+    let nul_in = |field: &str| crate::text::check(field, "\0");
+    if crate::text::first_nul(&g.prompt).is_some() {
+        return nul_in("prompt");
+    }
+    if crate::text::first_nul(&g.params).is_some() {
+        return nul_in("params");
+    }
+    if let Some(user) = &g.user {
+        crate::text::check("user", user)?;
+    }
+    for r in &g.responses {
+        crate::text::check("text", &r.text)?;
+        if r.prompt.as_ref().and_then(crate::text::first_nul).is_some() {
+            return nul_in("prompt");
         }
     }
     Ok(())

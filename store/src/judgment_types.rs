@@ -79,6 +79,7 @@ impl IdempotencyKey {
                 "`idempotency_key` must be at most {MAX_KEY_CHARS} characters. Given: {chars}"
             )));
         }
+        crate::text::check("idempotency_key", &key)?;
         Ok(IdempotencyKey(key))
     }
 
@@ -179,6 +180,21 @@ impl NewJudgment {
                 format!("must be at most {MAX_KEY_CHARS} characters. Given: {chars}"),
             ));
         }
+        let nul = "contains a NUL character (\\u0000), which text fields cannot hold".to_string();
+        if self.annotator.contains('\0') {
+            return Err(("annotator", nul));
+        }
+        if self.rationale.as_deref().is_some_and(|r| r.contains('\0')) {
+            return Err(("rationale", nul));
+        }
+        if self
+            .criteria
+            .as_ref()
+            .and_then(crate::text::first_nul)
+            .is_some()
+        {
+            return Err(("criteria", nul));
+        }
         Ok(())
     }
 }
@@ -199,7 +215,8 @@ pub struct Judgment {
     pub annotator: String,
     pub source: JudgmentSource,
     pub rationale: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    /// Free-form JSON, as posted.
+    #[schema(value_type = Option<Value>)]
     pub criteria: Option<Value>,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,

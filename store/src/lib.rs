@@ -7,6 +7,8 @@
 //! - `connect`: [`Store`] (a pool for one of the two backends), [`Store::connect`] from a URL
 //!   (sized by [`PoolConfig`] through [`Store::connect_with`]), migrations, health ping.
 //! - `groups`: insert and read groups and their responses, list groups newest first.
+//! - `adapter_files`: which PEFT directory a version is served from, verified against its sha256;
+//!   [`AdapterFault`], the faults of an adapter itself.
 //! - `adapters`: the adapter versions (version 0 is the base model), which one is active, and
 //!   registering a new one under the next version.
 //! - `train_runs`: training jobs, their per-step metrics, and the adapter each one produces.
@@ -20,10 +22,12 @@
 //! - `api_keys`: API keys, stored as the sha256 of their secret, with their scopes.
 //! - `hash`: sha256 hex and the canonical JSON that request hashes are taken over.
 //! - `types`: the group and response values callers build and read back.
+//! - `text`: what text can be stored (no NUL, on either backend), checked at the edge and here.
 //! - `text_enum`: the small string-backed enums (`kind`, `endpoint`, `status` columns).
 //! - `timestamp`: how a point in time is stored, so SQLite text timestamps sort as time.
 //! - `error`: [`Error`], the causes a caller can match on.
 
+mod adapter_files;
 mod adapters;
 mod agreement;
 mod api_keys;
@@ -35,13 +39,15 @@ mod hash;
 mod imports;
 mod judgment_types;
 mod judgments;
+pub mod text;
 mod text_enum;
 mod timestamp;
 mod train_runs;
 mod training_data;
 mod types;
 
-pub use adapters::{Adapter, AdapterStatus, NewAdapter};
+pub use adapter_files::{files_sha256, AdapterFault, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE};
+pub use adapters::{ActivationListener, Adapter, AdapterStatus, NewAdapter};
 pub use agreement::{AnnotatorStats, SharedJudgment};
 pub use api_keys::{hash_api_key, ApiKey, Scope};
 pub use assignments::Assignment;
@@ -56,5 +62,5 @@ pub use train_runs::{NewTrainRun, TrainRun, TrainRunStatus, TrainStep};
 pub use training_data::{TrainingDataFilter, TrainingGroup};
 pub use types::{
     Endpoint, Group, GroupFilter, GroupKind, GroupWithResponses, NewGroup, NewResponse, Response,
-    MAX_LIST_LIMIT,
+    StoredMessage, StoredPrompt, MAX_LIST_LIMIT,
 };

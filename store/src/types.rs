@@ -76,6 +76,24 @@ pub struct NewResponse {
     pub latency_ms: i64,
 }
 
+/// The OpenAPI shape of a stored prompt (`Group.prompt`, `Response.prompt`): the chat messages of a
+/// chat request, or the text of a completion request. The store keeps it as JSON; this type only
+/// describes it.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum StoredPrompt {
+    Chat(Vec<StoredMessage>),
+    Text(String),
+}
+
+/// One message of a stored chat prompt, with its content flattened to text.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct StoredMessage {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    pub role: String,
+    pub content: String,
+}
+
 /// A stored group, without its responses.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Group {
@@ -85,8 +103,9 @@ pub struct Group {
     pub endpoint: Endpoint,
     pub model: String,
     pub adapter_version: i64,
-    #[schema(value_type = Object)]
+    #[schema(value_type = StoredPrompt)]
     pub prompt: Value,
+    /// The request's sampling parameters, as the server resolved them.
     #[schema(value_type = Object)]
     pub params: Value,
     pub seed: Option<i64>,
@@ -115,7 +134,8 @@ pub struct Response {
     #[schema(value_type = String, format = Uuid)]
     pub group_id: Uuid,
     pub index: i32,
-    #[schema(value_type = Option<Object>)]
+    /// A variant's own prompt (groups of kind `variants`); `null` for samples.
+    #[schema(value_type = Option<StoredPrompt>)]
     pub prompt: Option<Value>,
     pub text: String,
     pub token_ids: Vec<u32>,

@@ -29,7 +29,7 @@ fn key(k: &str) -> Option<IdempotencyKey> {
 }
 
 /// A stored group of three responses.
-async fn stored_group(store: &Store) -> NewGroup {
+pub async fn stored_group(store: &Store) -> NewGroup {
     let g = group_at(now(), 3);
     store.insert_group(&g).await.unwrap();
     g

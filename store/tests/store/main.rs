@@ -11,4 +11,5 @@ mod judgment_list;
 mod judgments;
 mod list;
 mod queue;
+mod text;
 mod train_runs;
