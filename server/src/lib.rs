@@ -1,25 +1,32 @@
 //! Flywheel's server: serve a policy, log every sample, take judgments, hot-swap adapters.
 //!
 //! # Layout
-//! - `cli`: the `flywheel` subcommands, one file each (`serve`, `migrate`, `openapi`, `model`,
-//!   `train`, `keys`, `export`).
-//! - `agreement`: inter-annotator agreement (majority, Cohen's kappa), pure functions.
+//! - `cli`: the `flywheel` subcommands, one file each (`serve`, `worker`, `migrate`, `openapi`,
+//!   `model`, `train`, `keys`, `export`, `import`); `cli::args` holds the flag groups they share.
 //! - `api`: the axum routes (one resource a file), scoped API keys (`auth`), the OpenAI error
 //!   shape, the OpenAPI document.
-//! - `engine`: admission queue, the active generation of the policy, sampling through mistral.rs.
+//! - `engine`: admission queue, the active generation of the policy, sampling through mistral.rs;
+//!   `engine::swap` is the only code that moves the server to another generation, and
+//!   `engine::follow` follows the store's active version. It knows nothing of HTTP: its refusals
+//!   are `engine::AdmitError`, mapped to OpenAI errors in `api::error`.
 //! - `model_source`: resolving `--model`, and fetching the default model from PyPI.
 //! - `export`: judged groups as JSONL in trainers' formats (dpo, kto, sppo, raw) + a manifest.
+//! - `judging`: the store's judgments in `flywheel_judge`'s terms (comparisons, agreement), mapped
+//!   once for every route that estimates from them.
 //! - `metrics`: the `flywheel_*` Prometheus metrics.
+//! - `startup`: [`startup::Application`], the one place the application is wired (store, auth,
+//!   engine, follower, worker, routes); `serve` and the API tests both build it.
 //! - `telemetry`: logging setup.
 
-pub mod agreement;
 pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod export;
 pub mod import;
+pub mod judging;
 pub mod metrics;
 pub mod model_source;
+pub mod startup;
 pub mod telemetry;
 
 use std::future::Future;

@@ -8,8 +8,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Instant;
 
@@ -27,6 +27,8 @@ pub struct Metrics {
     time_to_first_token: HistogramVec,
     pub queue_depth: IntGauge,
     pub decoding: IntGauge,
+    /// Failed attempts to load the store's active version on this server.
+    pub adapter_load_failures: IntCounter,
     annotator_judgments: IntGaugeVec,
     annotator_majority_agreement: GaugeVec,
     annotator_kappa: GaugeVec,
@@ -76,6 +78,11 @@ impl Metrics {
         .expect("valid metric");
         let decoding = IntGauge::new("flywheel_decoding", "Samples being decoded right now")
             .expect("valid metric");
+        let adapter_load_failures = IntCounter::new(
+            "flywheel_adapter_load_failures_total",
+            "Failed attempts to load the store's active adapter version on this server",
+        )
+        .expect("valid metric");
         let annotator_judgments = IntGaugeVec::new(
             Opts::new("flywheel_annotator_judgments", "Judgments per annotator"),
             &["annotator"],
@@ -104,6 +111,7 @@ impl Metrics {
             Box::new(time_to_first_token.clone()),
             Box::new(queue_depth.clone()),
             Box::new(decoding.clone()),
+            Box::new(adapter_load_failures.clone()),
             Box::new(annotator_judgments.clone()),
             Box::new(annotator_majority_agreement.clone()),
             Box::new(annotator_kappa.clone()),
@@ -120,6 +128,7 @@ impl Metrics {
             time_to_first_token,
             queue_depth,
             decoding,
+            adapter_load_failures,
             annotator_judgments,
             annotator_majority_agreement,
             annotator_kappa,

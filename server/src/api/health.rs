@@ -21,24 +21,39 @@ pub async fn health() -> axum::Json<Health> {
 
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
+    /// `ready`; `stale` while it serves another version than the store's active one (it keeps
+    /// serving and retries); `unavailable` when the store does not answer.
     pub status: &'static str,
     pub model: String,
+    /// The adapter version served.
     pub adapter: i64,
+    /// The store's active version, as this server last read it (absent before its first look).
+    pub wanted_adapter: Option<i64>,
+    /// Why the wanted version is not served here, while it is not.
+    pub adapter_error: Option<String>,
     pub store: String,
 }
 
 /// The model is loaded and the store answers.
 #[utoipa::path(get, path = "/ready", tag = "ops", responses(
-    (status = 200, body = Readiness),
+    (status = 200, description = "Serving; `status` says whether it serves the store's active version", body = Readiness),
     (status = 503, description = "the store does not answer", body = Readiness),
 ))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let active = state.engine.active();
+    let target = state.engine.target();
     let store_ok = state.store.ping().await.is_ok();
+    let stale = target.version.is_some_and(|v| v != active.version);
     let body = Readiness {
-        status: if store_ok { "ready" } else { "unavailable" },
+        status: match (store_ok, stale) {
+            (false, _) => "unavailable",
+            (true, true) => "stale",
+            (true, false) => "ready",
+        },
         model: active.name.clone(),
         adapter: active.version,
+        wanted_adapter: target.version,
+        adapter_error: target.error.filter(|_| stale),
         store: if store_ok {
             state.store.backend().to_string()
         } else {

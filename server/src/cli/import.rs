@@ -190,10 +190,11 @@ async fn imported_group(
     record: &PreferenceRecord,
     line: usize,
 ) -> Result<ImportedGroup, String> {
+    // The checks a served request's prompt gets at admission.
     let prompt_ids = generation
-        .tokenize(&record.prompt)
+        .prompt_ids(&record.prompt)
         .await
-        .map_err(|e| format!("cannot tokenize the prompt: {e:#}"))?;
+        .map_err(|e| format!("`prompt`: {e}"))?;
     let chosen = answer_ids(generation, &record.chosen, "chosen")?;
     let rejected = answer_ids(generation, &record.rejected, "rejected")?;
     let longest = prompt_ids.len() + chosen.len().max(rejected.len());

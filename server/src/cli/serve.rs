@@ -2,21 +2,16 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
-use flywheel_store::Scope;
-use flywheel_trainer::{spawn_worker, WorkerGuard};
-use tokio::net::TcpListener;
+use flywheel_trainer::WorkerConfig;
 
-use super::worker::WorkerSettings;
-use super::StoreArgs;
+use super::args::{StoreArgs, WorkerSettings};
 use crate::api::annotation::AnnotationConfig;
-use crate::api::auth::{self, AuthMode};
-use crate::api::{self, ApiConfig, AppState};
-use crate::engine::follow::spawn_follower;
-use crate::engine::{Engine, EngineConfig, Generation};
-use crate::metrics::Metrics;
+use crate::api::auth::AuthMode;
+use crate::api::ApiConfig;
+use crate::engine::EngineConfig;
 use crate::model_source::{self, ModelSource};
+use crate::startup::{shutdown_signal, AppConfig, Application};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -83,58 +78,45 @@ fn share(value: &str) -> Result<f64, String> {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.store.open().await?;
-    let auth = prepare_auth(&args, &store).await?;
     let (source, default_name) = model_source::resolve(args.model.as_deref()).await?;
-    let name = args.served_model_name.clone().unwrap_or(default_name);
-    let generation = load_active(&store, &source, name).await?;
-    let metrics = Metrics::new();
-    let engine = Engine::new(
-        generation,
-        EngineConfig {
+    let worker = worker_config(&args, &source);
+    let app = Application::build(AppConfig {
+        store,
+        source,
+        served_name: args.served_model_name.clone().unwrap_or(default_name),
+        engine: EngineConfig {
             queue_capacity: args.max_queue,
             decode_slots: args.decode_slots,
         },
-        metrics.clone(),
-    );
-    let _follower = spawn_follower(
-        store.clone(),
-        engine.clone(),
-        Duration::from_secs(args.follow_interval_secs),
-    );
-    let _worker = start_worker(&args, &source, &store);
-    let state = AppState {
-        store,
-        engine,
-        metrics,
-    };
-    let app = api::router(
-        state,
-        &ApiConfig {
+        api: ApiConfig {
             max_body_bytes: args.max_body_bytes,
-            auth,
+            auth: if args.no_auth {
+                AuthMode::Disabled
+            } else {
+                AuthMode::Required
+            },
             annotation: AnnotationConfig {
                 overlap_share: args.annotation_overlap,
-                assignment_ttl: std::time::Duration::from_secs(args.assignment_ttl_secs),
+                assignment_ttl: Duration::from_secs(args.assignment_ttl_secs),
             },
             key_cache_ttl: Duration::from_secs(args.key_cache_secs),
         },
-    );
-    let listener = TcpListener::bind((args.host.as_str(), args.port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
-    let address = listener.local_addr()?;
+        admin_key: args.admin_key.clone(),
+        follow_interval: Duration::from_secs(args.follow_interval_secs),
+        worker,
+        host: args.host.clone(),
+        port: args.port,
+    })
+    .await?;
+    let address = app.address();
     tracing::info!(%address, "listening on http://{address}");
-    crate::serve(listener, app, shutdown_signal()).await?;
+    app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
 }
 
-/// The in-process trainer worker, unless `--no-worker` or the model is not a local HF directory
-/// (the trainer reads safetensors).
-fn start_worker(
-    args: &ServeArgs,
-    source: &ModelSource,
-    store: &flywheel_store::Store,
-) -> Option<WorkerGuard> {
+/// The in-process trainer worker's settings, unless `--no-worker` or the model is not a local HF
+/// directory (the trainer reads safetensors).
+fn worker_config(args: &ServeArgs, source: &ModelSource) -> Option<WorkerConfig> {
     if args.no_worker {
         return None;
     }
@@ -142,91 +124,5 @@ fn start_worker(
         tracing::warn!("the trainer worker needs a local HF-format model directory; not training in this process");
         return None;
     };
-    let config = args.worker.config(dir.clone());
-    tracing::info!(
-        min_new_judgments = config.min_new_judgments,
-        algorithm = %config.job.algorithm,
-        "trainer worker runs in this process (--no-worker to turn it off)"
-    );
-    Some(spawn_worker(store.clone(), config))
-}
-
-/// Stores `--admin-key` if given, and says loudly what a caller needs: with `--no-auth`, that
-/// everything is open; without any key, how to make one.
-async fn prepare_auth(args: &ServeArgs, store: &flywheel_store::Store) -> anyhow::Result<AuthMode> {
-    if args.no_auth {
-        tracing::warn!(
-            "--no-auth: EVERY ROUTE IS OPEN. Anyone who can reach this port can generate, read \
-             every logged sample and post judgments. Use it for local experiments only."
-        );
-        return Ok(AuthMode::Disabled);
-    }
-    if let Some(secret) = &args.admin_key {
-        auth::ensure_key(store, "admin (FLYWHEEL_ADMIN_KEY)", secret, &[Scope::Admin])
-            .await
-            .context("cannot use FLYWHEEL_ADMIN_KEY")?;
-    }
-    let live = store.list_api_keys().await?;
-    if live.iter().all(|k| k.revoked_at.is_some()) {
-        tracing::warn!(
-            "no API key exists yet, so every route except /health, /ready, /docs, \
-             /openapi.json and /annotate answers 401. Create one with `flywheel keys create --name me --scope \
-             admin` (it prints the key once), set FLYWHEEL_ADMIN_KEY, or serve with --no-auth \
-             for a local experiment."
-        );
-    }
-    Ok(AuthMode::Required)
-}
-
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
-    tracing::info!("shutting down; letting running requests finish");
-}
-
-/// The generation to start on: the adapter the store says is active (so a restart keeps serving
-/// it), or the base model. An active adapter that no longer loads is marked failed, and the base
-/// model serves instead of the server refusing to start.
-async fn load_active(
-    store: &flywheel_store::Store,
-    source: &ModelSource,
-    name: String,
-) -> anyhow::Result<Generation> {
-    let version = store.active_adapter_version().await?;
-    if version != 0 {
-        let adapter = store.get_adapter(version).await?;
-        if let Some(path) = adapter.path.as_deref() {
-            match Generation::load(
-                source,
-                Some(std::path::Path::new(path)),
-                name.clone(),
-                version,
-            )
-            .await
-            {
-                Ok(generation) => return Ok(generation),
-                Err(e) => {
-                    tracing::error!(version, error = %format!("{e:#}"), "the active adapter does not load; serving the base model");
-                    store.activate_adapter(0).await?;
-                    store.fail_adapter(version, &format!("{e:#}")).await?;
-                }
-            }
-        }
-    }
-    Generation::load(source, None, name, 0)
-        .await
-        .context("cannot load the model")
+    Some(args.worker.config(dir.clone()))
 }

@@ -1,5 +1,5 @@
 //! `flywheel train`: one training job on stored judgments, ending in a PEFT adapter registered
-//! `ready` in the store ([`flywheel_trainer::job`] says what is recorded when).
+//! `ready` in the store ([`flywheel_trainer::run_job`] says what is recorded when).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -11,7 +11,7 @@ use clap::Args;
 use flywheel_store::{Adapter as StoredAdapter, Store};
 use flywheel_trainer::{run_job, Algorithm, JobConfig, Progress};
 
-use super::StoreArgs;
+use super::args::{JobArgs, StoreArgs};
 
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
@@ -34,56 +34,6 @@ pub struct TrainArgs {
     pub job: JobArgs,
     #[command(flatten)]
     pub store: StoreArgs,
-}
-
-/// The settings of a training job shared by `train` and `worker`.
-#[derive(Debug, Clone, Args)]
-pub struct JobArgs {
-    /// Optimiser steps.
-    #[arg(long, env = "FLYWHEEL_TRAIN_STEPS", default_value_t = 100)]
-    pub steps: usize,
-    /// Peak learning rate (10% linear warmup, then linear decay to 0).
-    #[arg(long, env = "FLYWHEEL_TRAIN_LR", default_value_t = 5e-6)]
-    pub lr: f64,
-    /// LoRA rank of a new adapter (α = 2·rank, attention projections; default 16). A child of an
-    /// adapter keeps its parent's LoRA shape; a different rank is an error.
-    #[arg(long, env = "FLYWHEEL_TRAIN_RANK")]
-    pub rank: Option<usize>,
-    /// Pairs per step.
-    #[arg(long, env = "FLYWHEEL_TRAIN_BATCH", default_value_t = 4)]
-    pub batch: usize,
-    /// Where adapter directories go: `<adapter-dir>/<version>/`.
-    #[arg(
-        long = "adapter-dir",
-        alias = "out-dir",
-        env = "FLYWHEEL_ADAPTER_DIR",
-        default_value = "adapters"
-    )]
-    pub out_dir: PathBuf,
-    /// Learn from responses of every adapter version, not only the parent's (off-policy).
-    #[arg(long)]
-    pub all_versions: bool,
-    /// Seeds LoRA initialisation and dropout.
-    #[arg(long, env = "FLYWHEEL_TRAIN_SEED", default_value_t = 0)]
-    pub seed: u64,
-}
-
-impl JobArgs {
-    pub fn config(&self, algorithm: Algorithm, model: PathBuf) -> JobConfig {
-        JobConfig {
-            algorithm,
-            model,
-            parent: None,
-            since: None,
-            steps: self.steps,
-            lr: self.lr,
-            rank: self.rank,
-            batch: self.batch,
-            out_dir: self.out_dir.clone(),
-            all_versions: self.all_versions,
-            seed: self.seed,
-        }
-    }
 }
 
 pub async fn run(args: TrainArgs) -> anyhow::Result<()> {

@@ -6,6 +6,16 @@
 
 use tokenizers::Tokenizer;
 
+/// The text as served and stored: a NUL (a byte-level model can emit one) becomes U+FFFD, since
+/// Postgres cannot store it (see `flywheel_store::text`); the token ids keep the exact output.
+fn without_nul(text: &str) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.to_string()
+    }
+}
+
 pub struct Detokenizer<'a> {
     tokenizer: &'a Tokenizer,
     ids: Vec<u32>,
@@ -38,7 +48,7 @@ impl<'a> Detokenizer<'a> {
             && !full.ends_with('\u{FFFD}')
             && full.is_char_boundary(prefix.len())
         {
-            let delta = full[prefix.len()..].to_string();
+            let delta = without_nul(&full[prefix.len()..]);
             self.prefix_offset = self.read_offset;
             self.read_offset = self.ids.len();
             return Ok(delta);
@@ -56,6 +66,17 @@ impl<'a> Detokenizer<'a> {
             .decode(&self.ids[self.prefix_offset..], true)?;
         self.prefix_offset = self.ids.len();
         self.read_offset = self.ids.len();
-        Ok(full.get(prefix.len()..).unwrap_or_default().to_string())
+        Ok(without_nul(full.get(prefix.len()..).unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_nul;
+
+    #[test]
+    fn a_generated_nul_is_served_and_stored_as_a_replacement_character() {
+        assert_eq!(without_nul("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
+        assert_eq!(without_nul("tab\tok"), "tab\tok");
     }
 }

@@ -1,62 +1,38 @@
-//! Following the store's active adapter version, so that an adapter activated elsewhere (by the
-//! trainer worker, or through another replica's admin API) is hot-swapped in here too. Polls: one
-//! cheap query per interval on either backend.
+//! Following the store's active adapter version, so that a version activated elsewhere (by the
+//! trainer worker, or through another replica's admin API) is served here too.
+//!
+//! On Postgres an activation is announced (`LISTEN/NOTIFY`) and heard at once; polling every
+//! interval stays as the fallback, and is all SQLite gets. A version that does not load here is
+//! this replica's trouble: it keeps serving what it has, reports it (`/ready`, the
+//! `flywheel_adapter_load_failures_total` counter, a warning) and retries with backoff. The store
+//! is never written from here.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use flywheel_store::{Adapter, Store};
+use flywheel_store::{ActivationListener, Store};
 use tokio::task::JoinHandle;
 
-use super::Engine;
+use super::swap::{self, SwapError, Swapped};
+use super::{Engine, Target};
 
-/// Makes the engine serve the version the store says is active. Returns the version swapped to,
-/// or `None` when it already served it.
+/// The first retry of a version that failed to load comes after this; each further one after
+/// twice as long, up to the polling interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Makes the engine serve the version the store says is active, and records the outcome for
+/// `/ready`.
 ///
 /// # Errors
-/// A store error, or an adapter that does not load: it is then marked failed and the store's active
-/// version set back to the one still served, so the next poll does not try it again.
-pub async fn sync_active(store: &Store, engine: &Engine) -> anyhow::Result<Option<i64>> {
-    let held = engine.swap_lock().await;
+/// A store error, or the version does not load here (counted and logged by the caller's loop);
+/// the engine then keeps serving what it served.
+pub async fn sync_active(store: &Store, engine: &Engine) -> Result<Swapped, SwapError> {
     let wanted = store.active_adapter_version().await?;
-    let serving = engine.active().version;
-    if wanted == serving {
-        return Ok(None);
-    }
-    let adapter = store.get_adapter(wanted).await?;
-    let source = engine.active().source.clone();
-    let loaded = match adapter_dir(&adapter) {
-        Ok(dir) => {
-            engine
-                .load_and_activate_locked(&held, &source, dir.as_deref(), wanted)
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    if let Err(e) = loaded {
-        let message = format!("{e:#}");
-        store.activate_adapter(serving).await?;
-        store.fail_adapter(wanted, &message).await?;
-        anyhow::bail!("adapter {wanted}, active in the store, does not load here: {message}");
-    }
-    tracing::info!(
-        version = wanted,
-        previous = serving,
-        "following the store: now serving"
-    );
-    Ok(Some(wanted))
-}
-
-/// The directory to load for `adapter`: `None` for the base model (version 0).
-///
-/// # Errors
-/// An adapter other than the base model without files.
-pub fn adapter_dir(adapter: &Adapter) -> anyhow::Result<Option<PathBuf>> {
-    match (adapter.version, &adapter.path) {
-        (0, _) => Ok(None),
-        (_, Some(path)) => Ok(Some(PathBuf::from(path))),
-        (version, None) => anyhow::bail!("adapter {version} has no files"),
-    }
+    let outcome = swap::serve(engine, store, wanted).await;
+    engine.set_target(Target {
+        version: Some(wanted),
+        error: outcome.as_ref().err().map(ToString::to_string),
+    });
+    outcome
 }
 
 /// A running follower; dropping it stops it.
@@ -68,14 +44,57 @@ impl Drop for FollowerGuard {
     }
 }
 
-/// Calls [`sync_active`] every `interval` until the guard is dropped.
+/// Calls [`sync_active`] whenever an activation is announced, every `interval` in any case, and
+/// sooner (with backoff) after a failure, until the guard is dropped.
 pub fn spawn_follower(store: Store, engine: Engine, interval: Duration) -> FollowerGuard {
     FollowerGuard(tokio::spawn(async move {
+        let mut listener = listen(&store).await;
+        // Look at once: startup may have fallen back to the base model.
+        let mut wait = Duration::ZERO;
+        let mut retry = FIRST_RETRY;
         loop {
-            tokio::time::sleep(interval).await;
-            if let Err(e) = sync_active(&store, &engine).await {
-                tracing::error!(error.cause_chain = ?e, "cannot follow the store's active adapter");
+            tokio::select! {
+                heard = next_activation(&mut listener) => {
+                    if heard.is_err() {
+                        // The connection dropped; the next call reconnects, polling covers the gap.
+                        tokio::time::sleep(FIRST_RETRY).await;
+                    }
+                    retry = FIRST_RETRY;
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            match sync_active(&store, &engine).await {
+                Ok(_) => {
+                    wait = interval;
+                    retry = FIRST_RETRY;
+                }
+                Err(e) => {
+                    if !matches!(e, SwapError::Store(_)) {
+                        engine.inner.metrics.adapter_load_failures.inc();
+                    }
+                    tracing::warn!(error = %e, retry_secs = retry.as_secs_f32(), "still serving the previous version");
+                    wait = retry.min(interval);
+                    retry = (retry * 2).min(interval);
+                }
             }
         }
     }))
+}
+
+async fn listen(store: &Store) -> Option<ActivationListener> {
+    match store.activation_listener().await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::warn!(error = ?e, "cannot listen for activations; polling only");
+            None
+        }
+    }
+}
+
+/// The next announced activation; never resolves without a listener (SQLite).
+async fn next_activation(listener: &mut Option<ActivationListener>) -> flywheel_store::Result<i64> {
+    match listener {
+        Some(listener) => listener.next().await,
+        None => std::future::pending().await,
+    }
 }

@@ -25,6 +25,26 @@ pub enum Prompt {
     Text(String),
 }
 
+/// Why a request cannot run; the API turns each into an OpenAI error naming its own parameter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    /// The admission queue is full.
+    #[error("the server is at capacity ({capacity} requests queued); retry later")]
+    Overloaded { capacity: usize },
+    #[error("cannot tokenize the prompt: {0}")]
+    Tokenize(String),
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("This model's maximum context length is {context} tokens. However, your prompt is {prompt} tokens.")]
+    PromptTooLong { context: usize, prompt: usize },
+    #[error("This model's maximum context length is {context} tokens. However, you requested {} tokens ({prompt} in the prompt, {max_tokens} for the completion).", prompt + max_tokens)]
+    TooManyTokens {
+        context: usize,
+        prompt: usize,
+        max_tokens: usize,
+    },
+}
+
 pub struct Generation {
     /// Adapter version; the base model is 0.
     pub version: i64,
@@ -92,6 +112,30 @@ impl Generation {
             eos,
             max_context,
         })
+    }
+
+    /// The prompt's token ids, checked to leave room for at least one generated token.
+    ///
+    /// # Errors
+    /// [`AdmitError::Tokenize`], [`AdmitError::EmptyPrompt`] or [`AdmitError::PromptTooLong`].
+    pub async fn prompt_ids(
+        self: &std::sync::Arc<Self>,
+        prompt: &Prompt,
+    ) -> std::result::Result<Vec<u32>, AdmitError> {
+        let ids = self
+            .tokenize(prompt)
+            .await
+            .map_err(|e| AdmitError::Tokenize(format!("{e:#}")))?;
+        if ids.is_empty() {
+            return Err(AdmitError::EmptyPrompt);
+        }
+        if ids.len() >= self.max_context {
+            return Err(AdmitError::PromptTooLong {
+                context: self.max_context,
+                prompt: ids.len(),
+            });
+        }
+        Ok(ids)
     }
 
     /// The exact prompt token ids the model will see (chat template applied for chats).

@@ -6,6 +6,7 @@
 //! samples decode at once: mistral.rs 0.8.1's CPU attention mixes up sequences that share a decode
 //! step (research/mistralrs.md §6), so sequences never share one there.
 
+mod adapter_fit;
 mod detokenize;
 pub mod follow;
 mod generation;
@@ -13,15 +14,15 @@ pub mod loader;
 mod sample;
 pub mod sampler;
 pub mod stop;
+pub mod swap;
 mod token_bytes;
 
-pub use generation::{ChatMessage, Generation, Prompt};
+pub use generation::{AdmitError, ChatMessage, Generation, Prompt};
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::api::error::ApiError;
 use crate::metrics::Metrics;
 use sampler::SamplerConfig;
 
@@ -111,6 +112,16 @@ impl Default for EngineConfig {
     }
 }
 
+/// The version the store says is active, as this server last read it, and why it does not serve
+/// it (`/ready` reports both).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Target {
+    /// `None` until the follower's first look at the store.
+    pub version: Option<i64>,
+    /// The last failure to load it here, while it is not served.
+    pub error: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
@@ -122,8 +133,11 @@ struct Inner {
     active: RwLock<Arc<Generation>>,
     admission: Arc<Semaphore>,
     decode: Arc<Semaphore>,
-    /// Held while a swap loads its generation, so two swaps never hold three models at once.
+    /// Held by [`swap`] while it moves the engine to another generation, so two swaps never hold
+    /// three models at once and a deliberate activation is not interleaved with the follower.
     swapping: tokio::sync::Mutex<()>,
+    /// What the follower last learned; a std `RwLock`, never held across an await.
+    target: RwLock<Target>,
     config: EngineConfig,
     metrics: Metrics,
 }
@@ -158,6 +172,7 @@ impl Engine {
             admission: Arc::new(Semaphore::new(config.queue_capacity)),
             decode: Arc::new(Semaphore::new(config.decode_slots.max(1))),
             swapping: tokio::sync::Mutex::new(()),
+            target: RwLock::new(Target::default()),
             config,
             metrics,
         };
@@ -174,91 +189,55 @@ impl Engine {
             .clone()
     }
 
-    /// Loads a new generation of the same base (with `adapter` merged in, if any) while the
-    /// current one keeps serving, then makes it the active one. On failure nothing changes.
-    pub async fn load_and_activate(
-        &self,
-        source: &crate::model_source::ModelSource,
-        adapter: Option<&std::path::Path>,
-        version: i64,
-    ) -> anyhow::Result<()> {
-        let held = self.swap_lock().await;
-        self.load_and_activate_locked(&held, source, adapter, version)
-            .await
-    }
-
-    /// One swap at a time: whoever switches the served version holds this from reading what to
-    /// serve until the store records what is served, so no other switch interleaves.
-    pub async fn swap_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.inner.swapping.lock().await
-    }
-
-    /// [`Engine::load_and_activate`] for a caller already holding [`Engine::swap_lock`].
-    pub async fn load_and_activate_locked(
-        &self,
-        _held: &tokio::sync::MutexGuard<'_, ()>,
-        source: &crate::model_source::ModelSource,
-        adapter: Option<&std::path::Path>,
-        version: i64,
-    ) -> anyhow::Result<()> {
-        let name = self.active().name.clone();
-        let next = Generation::load(source, adapter, name, version).await?;
-        self.activate(next);
-        tracing::info!(version, "activated adapter version");
-        Ok(())
-    }
-
     /// Makes `next` the generation new requests start on; running requests finish on theirs.
-    pub fn activate(&self, next: Generation) -> Arc<Generation> {
+    /// Only [`swap`] calls it.
+    fn replace(&self, next: Generation) -> Arc<Generation> {
         let next = Arc::new(next);
-        let previous = std::mem::replace(
+        std::mem::replace(
             &mut *self.inner.active.write().expect("lock poisoned"),
             next,
-        );
-        previous
+        )
+    }
+
+    /// The version the store asks this server to serve, and why it does not serve it, if so.
+    pub fn target(&self) -> Target {
+        self.inner.target.read().expect("lock poisoned").clone()
+    }
+
+    /// Records what the follower last learned (see [`Engine::target`]).
+    pub fn set_target(&self, target: Target) {
+        *self.inner.target.write().expect("lock poisoned") = target;
     }
 
     /// Takes a queue slot, pins the active generation, tokenizes and checks the prompt length.
-    pub async fn admit(
-        &self,
-        prompt: &Prompt,
-        sampling: Sampling,
-        prompt_param: &str,
-        max_tokens_param: &str,
-    ) -> Result<Admitted, ApiError> {
+    ///
+    /// # Errors
+    /// [`AdmitError`]: a full queue, or a prompt (with `max_tokens`) that does not fit.
+    pub async fn admit(&self, prompt: &Prompt, sampling: Sampling) -> Result<Admitted, AdmitError> {
         let permit = self
             .inner
             .admission
             .clone()
             .try_acquire_owned()
-            .map_err(|_| ApiError::Overloaded(self.inner.config.queue_capacity, 1))?;
+            .map_err(|_| AdmitError::Overloaded {
+                capacity: self.inner.config.queue_capacity,
+            })?;
         self.inner.metrics.queue_depth.inc();
         let slot = QueueSlot {
             _permit: permit,
             metrics: self.inner.metrics.clone(),
         };
         let generation = self.active();
-        let prompt_ids = generation.tokenize(prompt).await.map_err(|e| {
-            ApiError::invalid(prompt_param, format!("cannot tokenize the prompt: {e}"))
-        })?;
-        let context = generation.max_context;
-        let prompt_len = prompt_ids.len();
-        if prompt_len == 0 {
-            return Err(ApiError::invalid(prompt_param, "the prompt is empty"));
-        }
-        if prompt_len >= context {
-            return Err(ApiError::invalid(
-                prompt_param,
-                format!("This model's maximum context length is {context} tokens. However, your prompt is {prompt_len} tokens."),
-            ));
-        }
+        let prompt_ids = generation.prompt_ids(prompt).await?;
+        let (context, prompt_len) = (generation.max_context, prompt_ids.len());
         let room = (context - prompt_len) as u32;
         let max_tokens = match sampling.max_tokens {
             Some(m) if m > room => {
-                return Err(ApiError::invalid(
-                    max_tokens_param,
-                    format!("This model's maximum context length is {context} tokens. However, you requested {} tokens ({prompt_len} in the prompt, {m} for the completion).", prompt_len + m as usize),
-                ))
+                return Err(AdmitError::TooManyTokens {
+                    context,
+                    prompt: prompt_len,
+                    max_tokens: m as usize,
+                })
             }
             Some(m) => m,
             None => room,

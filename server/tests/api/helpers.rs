@@ -5,13 +5,14 @@
 
 use flywheel_server::api::annotation::AnnotationConfig;
 use flywheel_server::api::auth::{generate_secret, AuthMode};
-use flywheel_server::api::{self, ApiConfig, AppState};
-use flywheel_server::engine::{Engine, EngineConfig, Generation};
-use flywheel_server::metrics::Metrics;
+use flywheel_server::api::ApiConfig;
+use flywheel_server::engine::{swap, Engine, EngineConfig};
 use flywheel_server::model_source::ModelSource;
-use flywheel_store::{hash_api_key, Scope, Store};
+use flywheel_server::startup::{AppConfig, Application};
+use flywheel_store::{hash_api_key, AdapterStatus, NewAdapter, Scope, Store};
+use flywheel_trainer::WorkerConfig;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub const MODEL: &str = "tiny";
@@ -29,6 +30,10 @@ pub struct TestApp {
 
 pub struct AppOptions {
     pub engine: EngineConfig,
+    /// How often the follower polls the store (an hour by default, so that tests which move the
+    /// store's active version decide when the engine follows).
+    pub follow_interval: std::time::Duration,
+    pub worker: Option<WorkerConfig>,
     pub max_body_bytes: usize,
     pub postgres: bool,
     pub auth: AuthMode,
@@ -39,6 +44,8 @@ impl Default for AppOptions {
     fn default() -> Self {
         AppOptions {
             engine: EngineConfig::default(),
+            follow_interval: std::time::Duration::from_secs(3600),
+            worker: None,
             max_body_bytes: ApiConfig::default().max_body_bytes,
             postgres: false,
             auth: AuthMode::Required,
@@ -62,6 +69,7 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
 }
 
+/// Builds the application exactly as `flywheel serve` does (follower included), on a fresh store.
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         flywheel_server::telemetry::init();
@@ -78,42 +86,66 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .unwrap()
     };
     store.migrate().await.unwrap();
-    let generation = Generation::load(&ModelSource::HfDir(tiny_model_dir()), None, MODEL.into(), 0)
-        .await
-        .unwrap();
-    let metrics = Metrics::new();
-    let engine = Engine::new(generation, options.engine, metrics.clone());
-    let state = AppState {
+    let app = Application::build(AppConfig {
         store: store.clone(),
-        engine: engine.clone(),
-        metrics,
-    };
-    let app = api::router(
-        state,
-        &ApiConfig {
+        source: ModelSource::HfDir(tiny_model_dir()),
+        served_name: MODEL.into(),
+        engine: options.engine,
+        api: ApiConfig {
             max_body_bytes: options.max_body_bytes,
             auth: options.auth,
             annotation: options.annotation,
             // Revocation tests expect a revoked key to stop working at once.
             key_cache_ttl: std::time::Duration::ZERO,
         },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(flywheel_server::serve(
-        listener,
-        app,
-        std::future::pending(),
-    ));
+        admin_key: None,
+        follow_interval: options.follow_interval,
+        worker: options.worker,
+        host: "127.0.0.1".into(),
+        port: 0,
+    })
+    .await
+    .unwrap();
+    let address = format!("http://{}", app.address());
+    let engine = app.state().engine.clone();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
     let secret = create_key(&store, &[Scope::Inference, Scope::Annotate, Scope::Admin]).await;
     TestApp {
         address,
         store,
         client: client_with_key(&secret),
         bare: reqwest::Client::new(),
-        engine: engine.clone(),
+        engine,
         _dirs: vec![data],
     }
+}
+
+/// Registers the PEFT adapter in `dir` as `ready` (no sha256 recorded) and returns its version.
+pub async fn register_adapter(store: &Store, dir: Option<&Path>) -> i64 {
+    store
+        .insert_adapter(&NewAdapter {
+            parent_version: 0,
+            algorithm: "dpo".into(),
+            train_run_id: None,
+            path: dir.map(|p| p.display().to_string()),
+            sha256: None,
+            status: AdapterStatus::Ready,
+        })
+        .await
+        .unwrap()
+        .version
+}
+
+/// Makes the engine serve `version` through the one swap, as the follower would.
+pub async fn serve_version(app: &TestApp, version: i64) {
+    swap::serve(&app.engine, &app.store, version).await.unwrap();
+}
+
+/// [`register_adapter`], then [`serve_version`].
+pub async fn serve_adapter(app: &TestApp, dir: &Path) -> i64 {
+    let version = register_adapter(&app.store, Some(dir)).await;
+    serve_version(app, version).await;
+    version
 }
 
 /// Stores a new key with `scopes` and returns its secret.
@@ -164,6 +196,12 @@ fn postgres_base_url() -> String {
 
 /// A fresh Postgres database for one test (`FLYWHEEL_TEST_POSTGRES` or the local default).
 async fn postgres_store() -> Store {
+    let url = postgres_database().await;
+    Store::connect(&url).await.unwrap()
+}
+
+/// The URL of a fresh, empty Postgres database for one test.
+pub async fn postgres_database() -> String {
     let base = postgres_base_url();
     let admin = Store::connect(&base)
         .await
@@ -171,11 +209,10 @@ async fn postgres_store() -> Store {
     let name = format!("flywheel_api_test_{}", uuid::Uuid::new_v4().simple());
     admin.create_database(&name).await.unwrap();
     admin.close().await;
-    let url = match base.rfind('/') {
+    match base.rfind('/') {
         Some(i) => format!("{}/{}", &base[..i], name),
         None => unreachable!("a postgres URL has a path"),
-    };
-    Store::connect(&url).await.unwrap()
+    }
 }
 
 impl TestApp {

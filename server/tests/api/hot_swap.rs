@@ -6,17 +6,19 @@
 //! a generation by dropping its last `Arc` instead of calling `remove_model`.
 
 use candle_core::{Device, Tensor};
-use flywheel_server::model_source::ModelSource;
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::helpers::{assert_error, greedy, spawn_app, tiny_model_dir, TestApp};
-use flywheel_store::{AdapterStatus, NewAdapter};
+use crate::helpers::{
+    assert_error, greedy, register_adapter, serve_adapter, serve_version, spawn_app, TestApp,
+};
+use flywheel_server::engine::swap::{self, SwapError};
+use flywheel_store::AdapterStatus;
 
 /// A PEFT LoRA adapter for the tiny model (hidden 64, 2 layers, kv dim 32) with random A and B.
-fn write_adapter(dir: &Path, seed: u64) -> PathBuf {
+pub fn write_adapter(dir: &Path, seed: u64) -> PathBuf {
     let device = Device::Cpu;
     let rank = 4;
     let mut tensors = HashMap::new();
@@ -63,33 +65,23 @@ async fn adapters_load_from_local_directories_without_leaking_into_later_loads()
     let dir = tempfile::tempdir().unwrap();
     let a = write_adapter(&dir.path().join("a"), 1);
     let b = write_adapter(&dir.path().join("b"), 2);
-    let base = ModelSource::HfDir(tiny_model_dir());
     let (base_text, _) = answer(&app).await;
 
-    app.engine
-        .load_and_activate(&base, Some(&a), 1)
-        .await
-        .unwrap();
+    let version_a = serve_adapter(&app, &a).await;
     let (a_text, version) = answer(&app).await;
-    assert_eq!(version, 1);
+    assert_eq!(version, version_a);
     assert_ne!(a_text, base_text, "the adapter must change the output");
 
-    app.engine.load_and_activate(&base, None, 2).await.unwrap();
+    serve_version(&app, 0).await;
     assert_eq!(
         answer(&app).await.0,
         base_text,
         "a base load after an adapter load is the plain base"
     );
 
-    app.engine
-        .load_and_activate(&base, Some(&b), 3)
-        .await
-        .unwrap();
+    serve_adapter(&app, &b).await;
     let (b_text, _) = answer(&app).await;
-    app.engine
-        .load_and_activate(&base, Some(&a), 4)
-        .await
-        .unwrap();
+    serve_version(&app, version_a).await;
     assert_eq!(
         answer(&app).await.0,
         a_text,
@@ -116,10 +108,7 @@ async fn a_swap_during_a_streamed_request_lets_it_finish_on_its_own_generation()
     let first = body.next().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("\"adapter\":0"));
 
-    app.engine
-        .load_and_activate(&ModelSource::HfDir(tiny_model_dir()), Some(&adapter), 1)
-        .await
-        .unwrap();
+    serve_adapter(&app, &adapter).await;
 
     let mut rest = String::from_utf8_lossy(&first).into_owned();
     while let Some(chunk) = body.next().await {
@@ -159,36 +148,25 @@ async fn a_failed_load_leaves_the_old_generation_serving() {
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(broken.join("adapter_config.json"), "{\"r\": 4}").unwrap();
 
-    let result = app
-        .engine
-        .load_and_activate(&ModelSource::HfDir(tiny_model_dir()), Some(&broken), 1)
-        .await;
+    let version = register_adapter(&app.store, Some(&broken)).await;
 
-    assert!(result.is_err());
+    let result = swap::serve(&app.engine, &app.store, version).await;
+
+    assert!(matches!(result, Err(SwapError::Adapter(_))), "{result:?}");
     assert_eq!(answer(&app).await.1, 0);
-}
-
-async fn register(app: &TestApp, path: Option<&Path>) -> i64 {
-    let adapter = app
-        .store
-        .insert_adapter(&NewAdapter {
-            parent_version: 0,
-            algorithm: "dpo".into(),
-            train_run_id: None,
-            path: path.map(|p| p.display().to_string()),
-            sha256: None,
-            status: AdapterStatus::Ready,
-        })
-        .await
-        .unwrap();
-    adapter.version
+    assert_eq!(
+        app.store.get_adapter(version).await.unwrap().status,
+        AdapterStatus::Ready,
+        "only a deliberate act marks an adapter failed"
+    );
 }
 
 #[tokio::test]
 async fn activating_an_adapter_over_the_api_swaps_the_policy_and_rolls_back() {
     let app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
-    let version = register(&app, Some(&write_adapter(&dir.path().join("a"), 5))).await;
+    let version =
+        register_adapter(&app.store, Some(&write_adapter(&dir.path().join("a"), 5))).await;
     let (base_text, _) = answer(&app).await;
 
     let activated: Value = app
@@ -220,7 +198,7 @@ async fn an_adapter_that_does_not_load_is_marked_failed_and_the_policy_stays() {
     let broken = dir.path().join("broken");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(broken.join("adapter_config.json"), "{\"r\": 4}").unwrap();
-    let version = register(&app, Some(&broken)).await;
+    let version = register_adapter(&app.store, Some(&broken)).await;
 
     let response = app
         .post(&format!("/v1/adapters/{version}/activate"), &json!({}))

@@ -39,12 +39,7 @@ async fn greedy_answer(engine: &Engine, question: &str) -> String {
         presence_penalty: None,
         frequency_penalty: None,
     };
-    let admitted = Arc::new(
-        engine
-            .admit(&prompt, sampling, "messages", "max_tokens")
-            .await
-            .unwrap(),
-    );
+    let admitted = Arc::new(engine.admit(&prompt, sampling).await.unwrap());
     let mut events = engine.start(admitted);
     while let Some(event) = events.recv().await {
         match event {

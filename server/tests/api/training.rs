@@ -8,7 +8,6 @@ use candle_core::{DType, Device, IndexOp, Tensor};
 use clap::Parser;
 use flywheel_server::cli::train::{train, TrainArgs};
 use flywheel_server::cli::{Cli, Command};
-use flywheel_server::model_source::ModelSource;
 use flywheel_store::{
     AdapterStatus, Error as StoreError, JudgmentSource, NewJudgment, Outcome, TrainRunStatus,
 };
@@ -19,7 +18,9 @@ use flywheel_trainer::{
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{greedy, spawn_app, tiny_model_dir, TestApp, MODEL};
+use crate::helpers::{
+    greedy, serve_adapter, serve_version, spawn_app, tiny_model_dir, TestApp, MODEL,
+};
 
 fn tiny_model() -> Model {
     let lora = LoraConfig {
@@ -119,11 +120,7 @@ async fn an_adapter_the_trainer_wrote_makes_the_server_generate_what_the_trainer
     let dir = root.path().join("1");
     write_adapter(&dir, &model, &weights, "tiny").unwrap();
     let app = spawn_app().await;
-    let base = ModelSource::HfDir(tiny_model_dir());
-    app.engine
-        .load_and_activate(&base, Some(&dir), 1)
-        .await
-        .unwrap();
+    serve_adapter(&app, &dir).await;
 
     // Act
     let body = app.chat(greedy("What does the adapter say?", 20)).await;
@@ -219,14 +216,7 @@ async fn flywheel_train_turns_stored_judgments_into_a_ready_adapter_the_engine_s
     // Act
     let adapter = train(&app.store, &args).await.unwrap();
     let path = adapter.path.clone().unwrap();
-    app.engine
-        .load_and_activate(
-            &ModelSource::HfDir(tiny_model_dir()),
-            Some(Path::new(&path)),
-            adapter.version,
-        )
-        .await
-        .unwrap();
+    serve_version(&app, adapter.version).await;
     let body = app.chat(greedy("Which adapter is this?", 8)).await;
 
     // Assert

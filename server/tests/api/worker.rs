@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flywheel_server::engine::follow::sync_active;
+use flywheel_server::engine::swap::Swapped;
 use flywheel_store::{AdapterStatus, NewAdapter, TrainRunStatus};
 use flywheel_trainer::{try_train_once, Algorithm, JobConfig, Outcome, WorkerConfig};
 
@@ -60,11 +61,11 @@ async fn enough_new_judgments_train_an_adapter_that_becomes_active_and_is_served
     let adapter = app.store.get_adapter(1).await.unwrap();
     assert_eq!(adapter.status, AdapterStatus::Active);
     assert_eq!(adapter.parent_version, Some(0));
-    assert_eq!(swapped, Some(1));
+    assert_eq!(swapped, Swapped::From(0, 1));
     assert_eq!(body["adapter"], 1);
     // The new policy has no judged samples yet.
     assert_eq!(again, Outcome::NothingNew);
-    assert_eq!(settled, None);
+    assert_eq!(settled, Swapped::Already);
 }
 
 #[tokio::test]
@@ -96,8 +97,9 @@ async fn a_failed_run_is_recorded_and_not_retried_until_new_judgments_arrive() {
 }
 
 #[tokio::test]
-async fn an_active_adapter_that_does_not_load_is_marked_failed_and_the_served_version_restored() {
-    // Arrange: an adapter activated in the store whose files are gone.
+async fn an_active_adapter_that_does_not_load_here_leaves_the_store_alone_and_the_old_version_serving(
+) {
+    // Arrange: an adapter activated in the store whose files this server cannot see.
     let app = spawn_app().await;
     let adapter = app
         .store
@@ -115,12 +117,23 @@ async fn an_active_adapter_that_does_not_load_is_marked_failed_and_the_served_ve
 
     // Act
     let result = sync_active(&app.store, &app.engine).await;
+    let ready = app.get_json("/ready").await;
 
-    // Assert
+    // Assert: this replica's trouble is its own.
     assert!(result.is_err());
     assert_eq!(app.engine.active().version, 0);
-    assert_eq!(app.store.active_adapter_version().await.unwrap(), 0);
+    assert_eq!(
+        app.store.active_adapter_version().await.unwrap(),
+        adapter.version
+    );
     let stored = app.store.get_adapter(adapter.version).await.unwrap();
-    assert_eq!(stored.status, AdapterStatus::Failed);
-    assert_eq!(sync_active(&app.store, &app.engine).await.unwrap(), None);
+    assert_eq!(stored.status, AdapterStatus::Active);
+    assert_eq!(ready["status"], "stale", "{ready}");
+    assert_eq!(ready["adapter"], 0);
+    assert_eq!(ready["wanted_adapter"], adapter.version);
+    assert!(ready["adapter_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("/nonexistent/adapter")));
+    app.chat(greedy("still answering", 2)).await;
+    assert!(sync_active(&app.store, &app.engine).await.is_err());
 }
