@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests on both store backends, then the real
-# `flywheel serve` binary driven by the official `openai` Python client and by curl.
+# `flywheel serve` binary driven by the official `openai` Python client and by curl, then fuzzed
+# by schemathesis against its own OpenAPI document.
 #
 # Needs: a Rust toolchain, python3 with venv, network access to crates.io and PyPI the first time,
 # and Debian's `chromium` for the annotation page's browser test (skipped without it, unless CI).
@@ -13,7 +14,7 @@ cache="${FLYWHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/flywheel}"
 target="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$cache"
 
-echo "== Python tools (openai, pytest) in $cache/venv-test"
+echo "== Python tools (openai, pytest, schemathesis) in $cache/venv-test"
 if [ ! -x "$cache/venv-test/bin/python" ]; then
   python3 -m venv "$cache/venv-test"
 fi
@@ -50,3 +51,7 @@ for _ in $(seq 1 120); do
 done
 FLYWHEEL_URL="http://127.0.0.1:$port" FLYWHEEL_BIN="$target/release/flywheel" \
   "$cache/venv-test/bin/python" -m pytest -q tests/e2e
+
+echo "== Schema fuzzing: schemathesis against flywheel serve (tiny model, every operation)"
+# Its own server and store; FLYWHEEL_FUZZ_EXAMPLES sets the cases per operation (scripts/fuzz.sh).
+FLYWHEEL_BIN="$target/release/flywheel" scripts/fuzz.sh

@@ -35,6 +35,11 @@ pub struct PreferenceRecord {
 /// Parses one JSONL line; the error says what is wrong with it, naming the field.
 pub fn parse_record(line: &str) -> Result<PreferenceRecord, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
+    if let Some(field) = flywheel_store::text::first_nul(&value) {
+        return Err(format!(
+            "`{field}` contains a NUL character (\\u0000), which text fields cannot hold"
+        ));
+    }
     let Value::Object(mut object) = value else {
         return Err("not a JSON object".into());
     };
@@ -236,6 +241,12 @@ mod tests {
         assert_eq!(a.key, b.key);
         assert_ne!(a.key, c.key);
         assert!(a.key.starts_with("import:") && a.key.len() == 7 + 64);
+    }
+
+    #[test]
+    fn a_nul_character_names_its_field() {
+        let err = parse(json!({"prompt": "hi", "chosen": "a\u{0}", "rejected": "b"})).unwrap_err();
+        assert!(err.contains("`chosen`"), "{err}");
     }
 
     #[test]

@@ -8,17 +8,18 @@
 
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::{DateTime, Utc};
+use flywheel_store::StoredPrompt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, AppJson, ErrorBody};
+use super::error::{ApiError, AppJson, AppQuery, ErrorBody};
 use super::AppState;
 
 /// How the queue hands out pairs (`serve --annotation-overlap`, `--assignment-ttl-secs`).
@@ -40,8 +41,10 @@ impl Default for AnnotationConfig {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NextQuery {
-    /// Who is judging (a pseudonym; the same name as in the judgment's `annotator`).
+    /// Who is judging (a pseudonym; the same name as in the judgment's `annotator`). Not blank.
+    #[param(required = true, value_type = String, min_length = 1, max_length = 255, pattern = r"\S")]
     pub annotator: Option<String>,
 }
 
@@ -54,7 +57,7 @@ pub struct AnnotationItem {
     pub group_id: Uuid,
     pub annotator: String,
     /// The group's prompt: chat messages or completion text.
-    #[schema(value_type = Object)]
+    #[schema(value_type = StoredPrompt)]
     pub prompt: Value,
     pub left: ShownResponse,
     pub right: ShownResponse,
@@ -68,7 +71,7 @@ pub struct ShownResponse {
     pub response_id: Uuid,
     pub text: String,
     /// A variant's own prompt (groups of kind `variants`).
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<StoredPrompt>)]
     pub prompt: Option<Value>,
 }
 
@@ -76,7 +79,7 @@ pub struct ShownResponse {
 #[utoipa::path(get, path = "/v1/annotation/next", tag = "judgments", params(NextQuery),
     security(("bearer" = ["annotate"])),
     responses(
-        (status = 200, body = AnnotationItem),
+        (status = 200, description = "A pair to judge", body = AnnotationItem),
         (status = 204, description = "Nothing left for this annotator"),
         (status = 400, description = "`annotator` missing, empty or too long", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
@@ -87,7 +90,7 @@ pub struct ShownResponse {
 pub async fn next_pair(
     State(state): State<AppState>,
     Extension(config): Extension<AnnotationConfig>,
-    Query(q): Query<NextQuery>,
+    AppQuery(q): AppQuery<NextQuery>,
 ) -> Result<Response, ApiError> {
     let annotator = q
         .annotator

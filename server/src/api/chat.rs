@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, AppJson, ErrorBody};
 use super::sampling::{self, SamplingInput, StopParam, StreamOptions};
-use super::stream::{self, Choice, Meta, Recording, Render, Usage};
+use super::stream::{self, Choice, Meta, Recording, Render, StreamEvent, Usage};
 use super::AppState;
 use crate::engine::{ChatMessage, FinishReason, Prompt, TokenLogprob};
 
@@ -19,22 +19,35 @@ use crate::engine::{ChatMessage, FinishReason, Prompt, TokenLogprob};
 pub struct ChatCompletionRequest {
     /// The served model name, or `name@version`; optional.
     pub model: Option<String>,
+    #[schema(min_items = 1)]
     pub messages: Vec<InputMessage>,
+    /// How many samples to draw for the prompt (all stored in one group).
+    #[schema(minimum = 1, maximum = 16)]
     pub n: Option<u32>,
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
     /// Deprecated by OpenAI in favour of `max_completion_tokens`; both are accepted.
+    #[schema(minimum = 1)]
     pub max_tokens: Option<u32>,
+    /// Wins over `max_tokens` when both are given.
+    #[schema(minimum = 1)]
     pub max_completion_tokens: Option<u32>,
     pub stop: Option<StopParam>,
     /// Same seed, prompt, parameters and adapter ⇒ the same samples (see README, "Seeds").
     pub seed: Option<i64>,
     pub logprobs: Option<bool>,
+    /// Alternatives to report per position; needs `logprobs: true` when above 0.
+    #[schema(minimum = 0, maximum = 20)]
     pub top_logprobs: Option<u32>,
+    /// Answer `text/event-stream` of `ChatCompletionChunk`s instead of one body.
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub user: Option<String>,
+    #[schema(minimum = -2, maximum = 2)]
     pub presence_penalty: Option<f64>,
+    #[schema(minimum = -2, maximum = 2)]
     pub frequency_penalty: Option<f64>,
     /// Not supported; a non-empty map is rejected rather than silently ignored.
     pub logit_bias: Option<HashMap<String, f64>>,
@@ -44,9 +57,36 @@ pub struct ChatCompletionRequest {
 pub struct InputMessage {
     pub role: Role,
     /// A string, or a list of `{"type": "text", "text": ...}` parts.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<MessageContent>)]
     pub content: Option<Value>,
     pub name: Option<String>,
+    /// Required on `tool` messages: the call this message answers (as OpenAI requires).
+    pub tool_call_id: Option<String>,
+}
+
+/// The OpenAPI shape of `InputMessage.content`; the handler reads the JSON itself, so that an
+/// error names the failing part.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<TextPart>),
+}
+
+/// A content part; only text parts are supported.
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct TextPart {
+    pub r#type: TextPartType,
+    pub text: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum TextPartType {
+    Text,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
@@ -157,13 +197,15 @@ pub struct Delta {
     request_body = ChatCompletionRequest,
     security(("bearer" = ["inference"])),
     responses(
-        (status = 200, description = "A completion, or `text/event-stream` of chunks when `stream` is true", body = ChatCompletion),
-        (status = 400, description = "Malformed JSON, an invalid parameter, or a prompt longer than the context", body = ErrorBody),
+        (status = 200, description = "A `ChatCompletion`; with `stream: true`, `text/event-stream` whose events carry `ChatCompletionChunk`s (see `StreamEvent`)",
+            content((ChatCompletion = "application/json"), (StreamEvent = "text/event-stream"))),
+        (status = 400, description = "Malformed JSON, an invalid parameter (named in `param`), or a prompt longer than the context", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `inference` scope", body = ErrorBody),
         (status = 404, description = "Unknown model", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 503, description = "Queue full; see `Retry-After`", body = ErrorBody),
+        (status = 413, description = "Body over the size limit (`--max-body-bytes`)", body = ErrorBody),
+        (status = 503, description = "The admission queue is full (see `Retry-After`) or the model is not loaded yet", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when the queue is full"))),
     ))]
 #[tracing::instrument(skip_all, fields(group_id))]
 pub async fn create_chat_completion(
@@ -204,8 +246,9 @@ pub async fn create_chat_completion(
     let admitted = Arc::new(
         state
             .engine
-            .admit(&prompt, sampling, "messages", max_tokens_param)
-            .await?,
+            .admit(&prompt, sampling)
+            .await
+            .map_err(|e| ApiError::admission(e, "messages", max_tokens_param))?,
     );
     let meta = stream::meta(&admitted, "chatcmpl");
     tracing::Span::current().record("group_id", tracing::field::display(meta.group_id));
@@ -245,6 +288,12 @@ fn parse_messages(input: &[InputMessage]) -> Result<Vec<ChatMessage>, ApiError> 
         .iter()
         .enumerate()
         .map(|(i, m)| {
+            if matches!(m.role, Role::Tool) && m.tool_call_id.as_deref().is_none_or(str::is_empty) {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].tool_call_id"),
+                    "a `tool` message must carry the `tool_call_id` it answers",
+                ));
+            }
             let param = format!("messages[{i}].content");
             let content = match &m.content {
                 None | Some(Value::Null) => String::new(),

@@ -6,12 +6,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, AppJson, ErrorBody};
 use super::sampling::{self, SamplingInput, StopParam, StreamOptions};
-use super::stream::{self, Choice, Meta, Recording, Render, Usage};
+use super::stream::{self, Choice, Meta, Recording, Render, StreamEvent, Usage};
 use super::AppState;
 use crate::engine::{FinishReason, Prompt, TokenLogprob};
 
@@ -21,26 +23,60 @@ const MAX_COMPLETION_LOGPROBS: u32 = 5;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CompletionRequest {
     pub model: Option<String>,
-    /// One prompt: a string, or a list holding exactly one string.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = prompt_schema)]
     pub prompt: Value,
+    /// How many samples to draw for the prompt (all stored in one group).
+    #[schema(minimum = 1, maximum = 16)]
     pub n: Option<u32>,
+    #[schema(minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
+    #[schema(exclusive_minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
     /// OpenAI's default for this endpoint is 16.
+    #[schema(minimum = 1)]
     pub max_tokens: Option<u32>,
     pub stop: Option<StopParam>,
     pub seed: Option<i64>,
     /// Number of most likely tokens to report per position (0–5); absent = no log-probs.
+    #[schema(minimum = 0, maximum = 5)]
     pub logprobs: Option<u32>,
+    /// Not supported: only `false` is accepted.
     pub echo: Option<bool>,
+    /// Answer `text/event-stream` of `Completion` chunks instead of one body.
     pub stream: Option<bool>,
     pub stream_options: Option<StreamOptions>,
     pub user: Option<String>,
+    #[schema(minimum = -2, maximum = 2)]
     pub presence_penalty: Option<f64>,
+    #[schema(minimum = -2, maximum = 2)]
     pub frequency_penalty: Option<f64>,
+    /// Not supported; a non-empty map is rejected rather than silently ignored.
     pub logit_bias: Option<HashMap<String, f64>>,
+    /// Not supported beyond 1; ask for `n` samples and judge the group instead.
+    #[schema(minimum = 0, maximum = 1)]
     pub best_of: Option<u32>,
+}
+
+/// The OpenAPI shape of `CompletionRequest.prompt`: a string, or a list of exactly one string.
+/// The handler reads the JSON itself, so that each wrong shape gets its own message.
+fn prompt_schema() -> RefOr<Schema> {
+    let text = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+    };
+    OneOfBuilder::new()
+        .item(text())
+        .item(
+            ArrayBuilder::new()
+                .items(text())
+                .min_items(Some(1))
+                .max_items(Some(1)),
+        )
+        .description(Some(
+            "One prompt: a non-empty string, or a list holding exactly one.",
+        ))
+        .into()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -80,13 +116,15 @@ pub struct CompletionLogprobs {
     request_body = CompletionRequest,
     security(("bearer" = ["inference"])),
     responses(
-        (status = 200, description = "A completion, or `text/event-stream` of chunks when `stream` is true", body = Completion),
-        (status = 400, description = "Malformed JSON, an invalid parameter, or a prompt longer than the context", body = ErrorBody),
+        (status = 200, description = "A `Completion`; with `stream: true`, `text/event-stream` whose events carry `Completion` chunks (see `StreamEvent`)",
+            content((Completion = "application/json"), (StreamEvent = "text/event-stream"))),
+        (status = 400, description = "Malformed JSON, an invalid parameter (named in `param`), or a prompt longer than the context", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `inference` scope", body = ErrorBody),
         (status = 404, description = "Unknown model", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
-        (status = 503, description = "Queue full; see `Retry-After`", body = ErrorBody),
+        (status = 413, description = "Body over the size limit (`--max-body-bytes`)", body = ErrorBody),
+        (status = 503, description = "The admission queue is full (see `Retry-After`) or the model is not loaded yet", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait, when the queue is full"))),
     ))]
 #[tracing::instrument(skip_all, fields(group_id))]
 pub async fn create_completion(
@@ -130,8 +168,9 @@ pub async fn create_completion(
     let admitted = Arc::new(
         state
             .engine
-            .admit(&prompt, sampling, "prompt", "max_tokens")
-            .await?,
+            .admit(&prompt, sampling)
+            .await
+            .map_err(|e| ApiError::admission(e, "prompt", "max_tokens"))?,
     );
     let meta = stream::meta(&admitted, "cmpl");
     tracing::Span::current().record("group_id", tracing::field::display(meta.group_id));

@@ -5,14 +5,14 @@
 //! first line, so that every line of the body has the format's shape and loads as a dataset as is.
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, AppQuery, ErrorBody};
 use super::AppState;
 use crate::export::{export, load, Filters, Format};
 
@@ -20,13 +20,29 @@ use crate::export::{export, load, Filters, Format};
 pub const MANIFEST_HEADER: &str = "x-flywheel-manifest";
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// `dpo`, `kto`, `sppo` or `raw`.
+    #[param(required = true, value_type = ExportFormat)]
     pub format: Option<String>,
     /// Only groups created at or after this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
     /// Only groups served by this adapter version.
+    #[param(value_type = Option<i64>)]
     pub adapter: Option<String>,
+}
+
+/// The trainer formats an export can be written in, for the OpenAPI document; the handler parses
+/// the text with [`Format::parse`].
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+pub enum ExportFormat {
+    Dpo,
+    Kto,
+    Sppo,
+    Raw,
 }
 
 /// The judged groups as JSONL (`application/x-ndjson`), streamed one line per record. `dpo`: one
@@ -49,7 +65,7 @@ pub struct ExportQuery {
 #[tracing::instrument(skip_all)]
 pub async fn get_export(
     State(state): State<AppState>,
-    Query(q): Query<ExportQuery>,
+    AppQuery(q): AppQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
     let given = q.format.as_deref().unwrap_or("");
     let format = Format::parse(given).ok_or_else(|| {

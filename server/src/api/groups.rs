@@ -1,30 +1,35 @@
 //! Prompt groups and their responses, as stored: `/v1/groups`, `/v1/groups/{id}`,
 //! `/v1/responses/{id}`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use flywheel_store::{Group, GroupFilter, GroupWithResponses, Response as StoredResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, AppJson, ErrorBody};
+use super::error::{ApiError, AppJson, AppPath, AppQuery, ErrorBody};
 use super::AppState;
 
 const DEFAULT_PAGE: u32 = 50;
 const MAX_PAGE: u32 = 500;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GroupQuery {
     /// Only groups produced by this adapter version (0 = base model).
     pub adapter: Option<i64>,
     /// Only groups created at or after this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
     /// Only groups created before this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<String>,
     /// Keyset cursor: the `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, format = Uuid)]
     pub cursor: Option<String>,
     /// Page size, 1–500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
 }
 
@@ -33,18 +38,22 @@ pub struct GroupPage {
     pub object: &'static str,
     pub data: Vec<Group>,
     /// Pass as `cursor` to get the next page; absent on the last page.
+    #[schema(value_type = Option<String>, format = Uuid)]
     pub next_cursor: Option<Uuid>,
 }
 
 /// Lists prompt groups, newest first.
 #[utoipa::path(get, path = "/v1/groups", tag = "groups", params(GroupQuery),
     security(("bearer" = ["annotate"])),
-    responses((status = 200, body = GroupPage), (status = 400, body = ErrorBody),
-        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody), (status = 403, description = "The key lacks the `annotate` scope", body = ErrorBody))
-)]
+    responses(
+        (status = 200, description = "One page, newest first", body = GroupPage),
+        (status = 400, description = "A malformed filter or `limit`, named in `param`", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `annotate` scope", body = ErrorBody),
+    ))]
 pub async fn list_groups(
     State(state): State<AppState>,
-    Query(q): Query<GroupQuery>,
+    AppQuery(q): AppQuery<GroupQuery>,
 ) -> Result<AppJson<GroupPage>, ApiError> {
     let limit = parse_limit(q.limit.as_deref())?;
     let filter = GroupFilter {
@@ -81,11 +90,16 @@ pub async fn list_groups(
 #[utoipa::path(get, path = "/v1/groups/{id}", tag = "groups",
     params(("id" = Uuid, Path, description = "group id")),
     security(("bearer" = ["annotate"])),
-    responses((status = 200, body = GroupWithResponses), (status = 400, body = ErrorBody),
-        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody), (status = 403, description = "The key lacks the `annotate` scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The group and its responses", body = GroupWithResponses),
+        (status = 400, description = "`id` is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `annotate` scope", body = ErrorBody),
+        (status = 404, description = "No such group", body = ErrorBody),
+    ))]
 pub async fn get_group(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<AppJson<GroupWithResponses>, ApiError> {
     Ok(AppJson(state.store.get_group(parse_id("id", &id)?).await?))
 }
@@ -94,11 +108,16 @@ pub async fn get_group(
 #[utoipa::path(get, path = "/v1/responses/{id}", tag = "groups",
     params(("id" = Uuid, Path, description = "response id")),
     security(("bearer" = ["annotate"])),
-    responses((status = 200, body = StoredResponse), (status = 400, body = ErrorBody),
-        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody), (status = 403, description = "The key lacks the `annotate` scope", body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The response", body = StoredResponse),
+        (status = 400, description = "`id` is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `annotate` scope", body = ErrorBody),
+        (status = 404, description = "No such response", body = ErrorBody),
+    ))]
 pub async fn get_response(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    AppPath(id): AppPath<String>,
 ) -> Result<AppJson<StoredResponse>, ApiError> {
     Ok(AppJson(
         state.store.get_response(parse_id("id", &id)?).await?,

@@ -5,7 +5,7 @@
 //! or the `Idempotency-Key` header (a batch gets `<header>:<index>` for each item without one);
 //! the same key with the same body returns the stored judgment (200), with another body 409.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flywheel_store::{
@@ -18,7 +18,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, AppJson, ErrorBody};
+use super::error::{ApiError, AppJson, AppQuery, ErrorBody};
 use super::groups::{parse_id, parse_limit, parse_time};
 use super::AppState;
 
@@ -35,17 +35,20 @@ pub struct JudgmentBody {
     /// `a`, `b`, `tie` or `both_bad`.
     pub outcome: Outcome,
     /// The probability that `response_a` beats `response_b`, 0–1.
+    #[schema(minimum = 0, maximum = 1)]
     pub strength: Option<f64>,
-    /// Who judged: a person's pseudonym, a judge model's name, a rule's name.
+    /// Who judged: a person's pseudonym, a judge model's name, a rule's name. Not blank.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub annotator: String,
     /// `human` (default), `model` or `rule`.
     #[serde(default = "human")]
     pub source: JudgmentSource,
     pub rationale: Option<String>,
     /// Free-form JSON: criterion names, or scores per criterion.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub criteria: Option<Value>,
-    /// The idempotency key; overrides the `Idempotency-Key` header.
+    /// The idempotency key; overrides the `Idempotency-Key` header. Not blank.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub client_id: Option<String>,
     /// The annotation-queue assignment this judgment answers (`GET /v1/annotation/next`).
     #[schema(value_type = Option<String>, format = Uuid)]
@@ -58,7 +61,9 @@ fn human() -> JudgmentSource {
 
 /// A batch: `{"judgments": [...]}`, stored all-or-nothing.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JudgmentBatch {
+    #[schema(min_items = 1, max_items = 1000)]
     pub judgments: Vec<JudgmentBody>,
 }
 
@@ -70,6 +75,16 @@ pub struct JudgmentBatch {
 pub enum JudgmentRequest {
     One(Box<JudgmentBody>),
     Batch(JudgmentBatch),
+}
+
+/// The body of a 200 or 201 from `POST /v1/judgments`, for the OpenAPI document: the judgment for
+/// one, the list for a batch.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum JudgmentCreated {
+    One(Box<Judgment>),
+    Batch(JudgmentList),
 }
 
 /// What was stored for a batch, in request order.
@@ -87,13 +102,13 @@ pub struct JudgmentList {
     params(("Idempotency-Key" = Option<String>, Header, description = "Idempotency key when the body has no `client_id`")),
     security(("bearer" = ["annotate"])),
     responses(
-        (status = 201, description = "Stored; a batch answers a `JudgmentList` (201 when at least one is new)", body = Judgment),
-        (status = 200, description = "Replayed: the same key and body were stored before", body = Judgment),
-        (status = 400, description = "Malformed JSON, an invalid field (named in `param`), an unknown group or response, a response of another group", body = ErrorBody),
+        (status = 201, description = "Stored: a `Judgment` for one, a `JudgmentList` for a batch (201 when at least one is new)", body = JudgmentCreated),
+        (status = 200, description = "Replayed: every judgment's key and body were stored before; the same shapes as 201", body = JudgmentCreated),
+        (status = 400, description = "Malformed JSON, an invalid field (named in `param`), an unknown group, response or assignment, a response of another group, an `Idempotency-Key` that is not visible ASCII", body = ErrorBody),
         (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `annotate` scope", body = ErrorBody),
         (status = 409, description = "The idempotency key is stored with a different body, or the assignment was answered by another judgment", body = ErrorBody),
-        (status = 413, description = "Body over the size limit", body = ErrorBody),
+        (status = 413, description = "Body over the size limit (`--max-body-bytes`)", body = ErrorBody),
     ))]
 #[tracing::instrument(skip_all, fields(count))]
 pub async fn create_judgments(
@@ -289,21 +304,29 @@ async fn check_assignment(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JudgmentQuery {
     /// Only judgments of this group.
+    #[param(value_type = Option<String>, format = Uuid)]
     pub group: Option<String>,
     pub annotator: Option<String>,
     /// `human`, `model` or `rule`.
+    #[param(value_type = Option<JudgmentSource>)]
     pub source: Option<String>,
     /// Only judgments of groups produced by this adapter version (0 = base model).
+    #[param(value_type = Option<i64>)]
     pub adapter: Option<String>,
     /// Only judgments made at or after this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
     /// Only judgments made before this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<String>,
     /// Keyset cursor: the `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, format = Uuid)]
     pub cursor: Option<String>,
     /// Page size, 1–500 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
 }
 
@@ -327,7 +350,7 @@ pub struct JudgmentPage {
     ))]
 pub async fn list_judgments(
     State(state): State<AppState>,
-    Query(q): Query<JudgmentQuery>,
+    AppQuery(q): AppQuery<JudgmentQuery>,
 ) -> Result<AppJson<JudgmentPage>, ApiError> {
     let filter = JudgmentFilter {
         group_id: q

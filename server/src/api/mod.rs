@@ -98,7 +98,9 @@ impl Default for ApiConfig {
         error::ErrorBody,
         error::ErrorDetail,
         judgments::JudgmentBatch,
-        judgments::JudgmentList
+        judgments::JudgmentList,
+        chat::ChatCompletionChunk,
+        exports::ExportFormat
     )),
     modifiers(&BearerScheme)
 )]

@@ -1,10 +1,10 @@
 //! `/v1/models`: the policy being served, as OpenAI lists models.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, AppJson, ErrorBody};
+use super::error::{ApiError, AppJson, AppPath, ErrorBody};
 use super::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -41,7 +41,11 @@ fn cards(state: &AppState) -> Vec<ModelCard> {
 
 /// Lists the served policy under its name and as `name@version`.
 #[utoipa::path(get, path = "/v1/models", tag = "inference", security(("bearer" = ["inference"])),
-    responses((status = 200, body = ModelList), (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody), (status = 403, description = "The key lacks the `inference` scope", body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The served policy, twice", body = ModelList),
+        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `inference` scope", body = ErrorBody),
+    ))]
 pub async fn list_models(State(state): State<AppState>) -> AppJson<ModelList> {
     AppJson(ModelList {
         object: "list",
@@ -53,11 +57,16 @@ pub async fn list_models(State(state): State<AppState>) -> AppJson<ModelList> {
 #[utoipa::path(get, path = "/v1/models/{model}", tag = "inference",
     params(("model" = String, Path, description = "`name` or `name@version`")),
     security(("bearer" = ["inference"])),
-    responses((status = 200, body = ModelCard), (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody), (status = 403, description = "The key lacks the `inference` scope", body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, description = "The model", body = ModelCard),
+        (status = 400, description = "The path segment is not valid UTF-8", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `inference` scope", body = ErrorBody),
+        (status = 404, description = "Not the served model", body = ErrorBody),
+    ))]
 pub async fn retrieve_model(
     State(state): State<AppState>,
-    Path(model): Path<String>,
+    AppPath(model): AppPath<String>,
 ) -> Result<AppJson<ModelCard>, ApiError> {
     cards(&state)
         .into_iter()

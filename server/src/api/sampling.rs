@@ -1,7 +1,9 @@
 //! Sampling parameters shared by `/v1/chat/completions` and `/v1/completions`, and their validation.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::api::error::ApiError;
 use crate::engine::Sampling;
@@ -11,12 +13,37 @@ pub const MAX_STOP_SEQUENCES: usize = 4;
 pub const MAX_TOP_LOGPROBS: u32 = 20;
 
 /// `stop`: one string or up to four.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum StopParam {
     One(String),
     Many(Vec<String>),
 }
+
+/// Written by hand: the bounds [`validate`] enforces (non-empty strings, at most
+/// [`MAX_STOP_SEQUENCES`]) sit on the variants, where the derive cannot put them.
+impl PartialSchema for StopParam {
+    fn schema() -> RefOr<Schema> {
+        let sequence = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+        };
+        OneOfBuilder::new()
+            .item(sequence())
+            .item(
+                ArrayBuilder::new()
+                    .items(sequence())
+                    .max_items(Some(MAX_STOP_SEQUENCES)),
+            )
+            .description(Some(
+                "Where to stop: one non-empty string, or a list of at most 4.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for StopParam {}
 
 impl StopParam {
     fn into_vec(self) -> Vec<String> {

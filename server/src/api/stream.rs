@@ -38,6 +38,16 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+/// One server-sent event of a streamed completion, as the OpenAPI document describes each event
+/// of a `text/event-stream` body. The stream is never written through this type.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StreamEvent {
+    /// A JSON chunk (`ChatCompletionChunk` for chat, `Completion` for completions), an
+    /// `ErrorBody` when generation fails after the stream began, and last the literal `[DONE]`.
+    pub data: String,
+}
+
 /// One finished choice as both endpoints render it.
 pub(crate) struct Choice {
     pub index: u32,
