@@ -32,6 +32,18 @@ text_enum! {
     }
 }
 
+/// The same verdict in the judge crate's terms: the one mapping, for the server and the trainer.
+impl From<Outcome> for flywheel_judge::Outcome {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::A => flywheel_judge::Outcome::A,
+            Outcome::B => flywheel_judge::Outcome::B,
+            Outcome::Tie => flywheel_judge::Outcome::Tie,
+            Outcome::BothBad => flywheel_judge::Outcome::BothBad,
+        }
+    }
+}
+
 impl Outcome {
     /// The same verdict with `a` and `b` exchanged: how it reads for the pair in the other order.
     pub fn swapped(self) -> Outcome {
@@ -220,6 +232,18 @@ pub struct Judgment {
     pub criteria: Option<Value>,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
+}
+
+impl Judgment {
+    /// The judgment as the judge crate's statistics take it: a verdict on two response ids.
+    pub fn judged(&self) -> flywheel_judge::Judged<Uuid> {
+        flywheel_judge::Judged {
+            a: self.response_a,
+            b: self.response_b,
+            outcome: self.outcome.into(),
+            strength: self.strength,
+        }
+    }
 }
 
 /// Which judgments [`list_judgments`](crate::Store::list_judgments) returns: newest first,

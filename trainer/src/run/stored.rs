@@ -5,8 +5,8 @@
 //! re-rendering of the messages, so the trainer scores exactly the sequences that were sampled
 //! (`research/algorithms.md` §0.2). Groups recorded without them are skipped and counted.
 
-use flywheel_judge::{comparisons, Judged};
-use flywheel_store::{Judgment, Outcome, TrainingGroup};
+use flywheel_judge::comparisons;
+use flywheel_store::{Judgment, TrainingGroup};
 use uuid::Uuid;
 
 use crate::learning::{group_pair, Candidate, JudgedGroup, PairExample, PairSelection};
@@ -45,7 +45,7 @@ fn judged_group(stored: &TrainingGroup) -> Option<JudgedGroup> {
         .filter(|r| !r.token_ids.is_empty())
         .collect();
     let ids: Vec<Uuid> = kept.iter().map(|r| r.id).collect();
-    let comparisons = comparisons(&ids, stored.judgments.iter().map(judged));
+    let comparisons = comparisons(&ids, stored.judgments.iter().map(Judgment::judged));
     Some(JudgedGroup {
         prompt,
         responses: kept
@@ -92,23 +92,6 @@ pub fn pairs_from_store(
     Ok((pairs, report))
 }
 
-/// A stored judgment in the judge crate's terms.
-fn judged(j: &Judgment) -> Judged<Uuid> {
-    // The store cannot depend on the judge crate's types yet, so the outcome is mapped here (the
-    // server maps it once too, in `flywheel::judging`).
-    let outcome = match j.outcome {
-        Outcome::A => flywheel_judge::Outcome::A,
-        Outcome::B => flywheel_judge::Outcome::B,
-        Outcome::Tie => flywheel_judge::Outcome::Tie,
-        Outcome::BothBad => flywheel_judge::Outcome::BothBad,
-    };
-    Judged {
-        a: j.response_a,
-        b: j.response_b,
-        outcome,
-        strength: j.strength,
-    }
-}
 
 fn check_vocabulary(stored: &TrainingGroup, group: &JudgedGroup, vocab_size: usize) -> Result<()> {
     let tokens = group
@@ -129,7 +112,7 @@ fn check_vocabulary(stored: &TrainingGroup, group: &JudgedGroup, vocab_size: usi
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use flywheel_store::{JudgmentSource, Response};
+    use flywheel_store::{JudgmentSource, Outcome, Response};
 
     use super::*;
 
