@@ -21,4 +21,3 @@ pub fn agreement(shared: &[SharedJudgment], min_shared: usize) -> Agreement {
     });
     flywheel_judge::agreement(verdicts, min_shared)
 }
-

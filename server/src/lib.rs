@@ -2,14 +2,19 @@
 //!
 //! # Layout
 //! - `cli`: the `flywheel` subcommands, one file each (`serve`, `worker`, `migrate`, `openapi`,
-//!   `model`, `train`, `keys`, `export`, `import`); `cli::args` holds the flag groups they share.
+//!   `model`, `train`, `keys`, `export`, `import`, `eval-prompts`); `cli::args` holds the flag
+//!   groups they share.
 //! - `api`: the axum routes (one resource a file), scoped API keys (`auth`), the OpenAI error
 //!   shape, the OpenAPI document.
 //! - `engine`: admission queue, the active generation of the policy, sampling through mistral.rs;
 //!   `engine::swap` is the only code that moves the server to another generation, and
-//!   `engine::follow` follows the store's active version. It knows nothing of HTTP: its refusals
-//!   are `engine::AdmitError`, mapped to OpenAI errors in `api::error`.
+//!   `engine::follow` follows the store's active version; `engine::adapter_fit` decides whether a
+//!   PEFT adapter fits the base model (for a swap, and for registering one trained elsewhere). It
+//!   knows nothing of HTTP: its refusals are `engine::AdmitError`, mapped to OpenAI errors in
+//!   `api::error`.
 //! - `model_source`: resolving `--model`, and fetching the default model from PyPI.
+//! - `eval_prompts`: parsing held-out evaluation prompts (chat messages checked as the chat API
+//!   checks them), shared by `POST /v1/eval-prompts` and `flywheel eval-prompts import`.
 //! - `export`: judged groups as JSONL in trainers' formats (dpo, kto, sppo, raw) + a manifest.
 //! - `judging`: the store's judgments in `flywheel_judge`'s terms (comparisons, agreement), mapped
 //!   once for every route that estimates from them.
@@ -21,6 +26,7 @@
 pub mod api;
 pub mod cli;
 pub mod engine;
+pub mod eval_prompts;
 pub mod export;
 pub mod import;
 pub mod judging;

@@ -18,6 +18,7 @@ fn main() -> anyhow::Result<()> {
             Command::Export(args) => cli::export::run(args).await,
             Command::Import(args) => cli::import::run(args).await,
             Command::Worker(args) => cli::worker::run(args).await,
+            Command::EvalPrompts(args) => cli::eval_prompts::run(args).await,
         }
     })
 }

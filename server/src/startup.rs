@@ -4,6 +4,7 @@
 //! production runs.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -33,6 +34,8 @@ pub struct AppConfig {
     pub follow_interval: Duration,
     /// The in-process trainer worker, if any.
     pub worker: Option<WorkerConfig>,
+    /// Where `POST /v1/adapters` may register adapter directories from; nothing outside it.
+    pub adapter_root: PathBuf,
     pub host: String,
     /// 0 picks a free port.
     pub port: u16,
@@ -74,6 +77,7 @@ impl Application {
             store,
             engine,
             metrics,
+            adapter_root: config.adapter_root.into(),
         };
         let router = api::router(state.clone(), &api_config);
         let listener = TcpListener::bind((config.host.as_str(), config.port))

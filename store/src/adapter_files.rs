@@ -132,6 +132,7 @@ mod tests {
             sha256: None,
             status,
             error: None,
+            note: None,
             created_at: Utc::now(),
             activated_at: None,
         }

@@ -43,6 +43,8 @@ pub struct Adapter {
     pub status: AdapterStatus,
     /// Why training or loading failed, for status `failed`.
     pub error: Option<String>,
+    /// Free text given at registration (where an adapter trained elsewhere came from).
+    pub note: Option<String>,
     pub created_at: DateTime<Utc>,
     pub activated_at: Option<DateTime<Utc>>,
 }
@@ -57,12 +59,13 @@ pub struct NewAdapter {
     pub sha256: Option<String>,
     /// `training` to reserve a version for a run, `ready` for finished files.
     pub status: AdapterStatus,
+    pub note: Option<String>,
 }
 
 macro_rules! adapter_columns {
     () => {
-        "version, parent_version, algorithm, train_run_id, path, sha256, status, error, created_at, \
-         activated_at"
+        "version, parent_version, algorithm, train_run_id, path, sha256, status, error, note, \
+         created_at, activated_at"
     };
 }
 
@@ -76,8 +79,8 @@ const SELECT_ADAPTER: &str = concat!(
 /// loser gets a unique violation and [`Store::insert_adapter`] retries.
 pub(crate) const INSERT_NEXT_ADAPTER: &str = concat!(
     "INSERT INTO adapters (version, parent_version, algorithm, train_run_id, path, sha256, status, \
-     created_at) SELECT COALESCE(MAX(version), 0) + 1, $1, $2, $3, $4, $5, $6, $7 FROM adapters \
-     RETURNING ",
+     note, created_at) SELECT COALESCE(MAX(version), 0) + 1, $1, $2, $3, $4, $5, $6, $7, $8 FROM \
+     adapters RETURNING ",
     adapter_columns!()
 );
 
@@ -96,6 +99,7 @@ macro_rules! insert_next_adapter {
             .bind(&new.path)
             .bind(&new.sha256)
             .bind(new.status)
+            .bind(&new.note)
             .bind($now)
             .fetch_one(&mut *$conn)
             .await
@@ -252,6 +256,7 @@ pub(crate) struct AdapterRow {
     sha256: Option<String>,
     status: AdapterStatus,
     error: Option<String>,
+    note: Option<String>,
     created_at: Timestamp,
     activated_at: Option<Timestamp>,
 }
@@ -267,6 +272,7 @@ impl From<AdapterRow> for Adapter {
             sha256: row.sha256,
             status: row.status,
             error: row.error,
+            note: row.note,
             created_at: row.created_at.into(),
             activated_at: row.activated_at.map(Into::into),
         }

@@ -14,6 +14,8 @@
 //! - `train_runs`: training jobs, their per-step metrics, and the adapter each one produces.
 //! - `training_data`: the judged groups of a data window, as a train run reads them.
 //! - `imports`: judged groups from a preference dataset, stored whole and at most once.
+//! - `eval_prompts`: the held-out evaluation prompts duels are drawn from; no training query
+//!   reads them. Each prompt is stored once, known by the sha256 of its messages.
 //! - `judgments`: store judgments in all-or-nothing, idempotent batches; read and list them.
 //! - `judgment_types`: the judgment values and their parsed nouns (`Outcome`, `JudgmentSource`,
 //!   `IdempotencyKey`).
@@ -34,6 +36,7 @@ mod api_keys;
 mod assignments;
 mod connect;
 mod error;
+mod eval_prompts;
 mod groups;
 mod hash;
 mod imports;
@@ -53,6 +56,7 @@ pub use api_keys::{hash_api_key, ApiKey, Scope};
 pub use assignments::Assignment;
 pub use connect::{Backend, PoolConfig, Store, DEFAULT_SQLITE_URL};
 pub use error::{Error, Result};
+pub use eval_prompts::{EvalPrompt, NewEvalPrompt, MAX_EVAL_LABEL_CHARS, MAX_EVAL_PROMPT_BATCH};
 pub use imports::ImportedGroup;
 pub use judgment_types::{
     IdempotencyKey, Judgment, JudgmentFilter, JudgmentSource, NewJudgment, Outcome,

@@ -136,6 +136,7 @@ impl Store {
             path: None,
             sha256: None,
             status: AdapterStatus::Training,
+            note: None,
         };
         let begin = self.begin_write_sql();
         with_pool!(self, pool => {

@@ -87,7 +87,7 @@ pub enum StoredPrompt {
 }
 
 /// One message of a stored chat prompt, with its content flattened to text.
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StoredMessage {
     /// `system`, `developer`, `user`, `assistant` or `tool`.
     pub role: String,

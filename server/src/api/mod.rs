@@ -9,6 +9,7 @@ pub mod auth;
 pub mod chat;
 pub mod completions;
 pub mod error;
+pub mod eval_prompts;
 pub mod exports;
 pub mod groups;
 pub mod health;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub store: flywheel_store::Store,
     pub engine: Engine,
     pub metrics: Metrics,
+    /// The only directory adapters may be registered from (`--adapter-root`), as configured.
+    pub adapter_root: std::sync::Arc<std::path::Path>,
 }
 
 impl axum::extract::FromRef<AppState> for Metrics {
@@ -90,9 +93,12 @@ impl Default for ApiConfig {
         annotation::next_pair,
         annotators::list_annotators,
         annotators::get_annotator,
+        adapters::register_adapter,
         adapters::get_adapter,
         adapters::activate_adapter,
         exports::get_export,
+        eval_prompts::create_eval_prompts,
+        eval_prompts::list_eval_prompts,
     ),
     components(schemas(
         error::ErrorBody,
@@ -100,7 +106,9 @@ impl Default for ApiConfig {
         judgments::JudgmentBatch,
         judgments::JudgmentList,
         chat::ChatCompletionChunk,
-        exports::ExportFormat
+        exports::ExportFormat,
+        eval_prompts::EvalPromptBatch,
+        eval_prompts::EvalPromptList,
     )),
     modifiers(&BearerScheme)
 )]
@@ -162,7 +170,12 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/v1/annotators", get(annotators::list_annotators))
         .route("/v1/exports", get(exports::get_export))
+        .route(
+            "/v1/eval-prompts",
+            post(eval_prompts::create_eval_prompts).get(eval_prompts::list_eval_prompts),
+        )
         .route("/v1/annotators/{id}", get(annotators::get_annotator))
+        .route("/v1/adapters", post(adapters::register_adapter))
         .route("/v1/adapters/{version}", get(adapters::get_adapter))
         .route(
             "/v1/adapters/{version}/activate",

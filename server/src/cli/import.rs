@@ -155,7 +155,7 @@ pub async fn import_file(
     Ok(report)
 }
 
-fn listed(errors: &[String]) -> String {
+pub(super) fn listed(errors: &[String]) -> String {
     let mut text = errors[..errors.len().min(LISTED_ERRORS)].join("\n");
     if errors.len() > LISTED_ERRORS {
         text.push_str(&format!("\n… and {} more", errors.len() - LISTED_ERRORS));
@@ -164,7 +164,7 @@ fn listed(errors: &[String]) -> String {
 }
 
 /// The non-blank lines of `path` (or standard input for `-`), numbered from 1.
-fn read_lines(path: &std::path::Path) -> anyhow::Result<Vec<(usize, String)>> {
+pub(super) fn read_lines(path: &std::path::Path) -> anyhow::Result<Vec<(usize, String)>> {
     let reader: Box<dyn BufRead> = if path == std::path::Path::new("-") {
         Box::new(BufReader::new(std::io::stdin()))
     } else {

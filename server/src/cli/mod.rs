@@ -2,6 +2,7 @@
 //! fallback (or `DATABASE_URL`), shown by `--help`.
 
 pub mod args;
+pub mod eval_prompts;
 pub mod export;
 pub mod import;
 pub mod keys;
@@ -47,4 +48,6 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Run the trainer worker alone: train and activate adapters as new judgments arrive.
     Worker(worker::WorkerArgs),
+    /// Held-out evaluation prompts (duels are drawn from them; training never reads them).
+    EvalPrompts(eval_prompts::EvalPromptsArgs),
 }

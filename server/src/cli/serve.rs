@@ -1,5 +1,6 @@
 //! `flywheel serve`: load the policy, open the store, serve the API until Ctrl-C / SIGTERM.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -65,6 +66,10 @@ pub struct ServeArgs {
     /// with `flywheel train`).
     #[arg(long, env = "FLYWHEEL_NO_WORKER")]
     pub no_worker: bool,
+    /// The only directory `POST /v1/adapters` registers adapters from (links are followed, and
+    /// nothing that resolves outside it is accepted). Default: the worker's `--adapter-dir`.
+    #[arg(long, env = "FLYWHEEL_ADAPTER_ROOT")]
+    pub adapter_root: Option<PathBuf>,
     #[command(flatten)]
     pub worker: WorkerSettings,
 }
@@ -104,6 +109,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         admin_key: args.admin_key.clone(),
         follow_interval: Duration::from_secs(args.follow_interval_secs),
         worker,
+        adapter_root: args
+            .adapter_root
+            .clone()
+            .unwrap_or_else(|| args.worker.job.out_dir.clone()),
         host: args.host.clone(),
         port: args.port,
     })

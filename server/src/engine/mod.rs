@@ -6,7 +6,7 @@
 //! samples decode at once: mistral.rs 0.8.1's CPU attention mixes up sequences that share a decode
 //! step (research/mistralrs.md §6), so sequences never share one there.
 
-mod adapter_fit;
+pub mod adapter_fit;
 mod detokenize;
 pub mod follow;
 mod generation;

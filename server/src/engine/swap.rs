@@ -13,7 +13,7 @@
 use anyhow::Context;
 use flywheel_store::{Adapter, Store};
 
-use super::adapter_fit::check_fits_base;
+use super::adapter_fit::{check_fits_base, FitError};
 use super::{Engine, Generation};
 use crate::model_source::ModelSource;
 
@@ -54,8 +54,13 @@ pub async fn load(
         .verified_directory()
         .map_err(|fault| SwapError::Adapter(fault.to_string()))?;
     if let (Some(dir), ModelSource::HfDir(base)) = (&dir, source) {
-        check_fits_base(dir, base)
-            .map_err(|e| SwapError::Adapter(format!("adapter {version} {e}")))?;
+        check_fits_base(dir, base).map_err(|e| match e {
+            FitError::Adapter(e) => SwapError::Adapter(format!("adapter {version} {e}")),
+            base @ FitError::Base(_) => SwapError::Local {
+                version,
+                cause: anyhow::anyhow!("adapter {version} {base}"),
+            },
+        })?;
     }
     Generation::load(source, dir.as_deref(), name, version)
         .await

@@ -38,6 +38,8 @@ pub struct AppOptions {
     pub postgres: bool,
     pub auth: AuthMode,
     pub annotation: AnnotationConfig,
+    /// Where `POST /v1/adapters` may register from (default: an empty temporary directory).
+    pub adapter_root: Option<PathBuf>,
 }
 
 impl Default for AppOptions {
@@ -50,6 +52,7 @@ impl Default for AppOptions {
             postgres: false,
             auth: AuthMode::Required,
             annotation: AnnotationConfig::default(),
+            adapter_root: None,
         }
     }
 }
@@ -101,6 +104,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         admin_key: None,
         follow_interval: options.follow_interval,
         worker: options.worker,
+        adapter_root: options
+            .adapter_root
+            .unwrap_or_else(|| data.path().join("adapters")),
         host: "127.0.0.1".into(),
         port: 0,
     })
@@ -130,6 +136,7 @@ pub async fn register_adapter(store: &Store, dir: Option<&Path>) -> i64 {
             path: dir.map(|p| p.display().to_string()),
             sha256: None,
             status: AdapterStatus::Ready,
+            note: None,
         })
         .await
         .unwrap()

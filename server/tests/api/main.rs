@@ -1,5 +1,6 @@
 //! The API test suite: one binary (so mistral.rs is linked once), one module per resource.
 
+mod adapters;
 mod annotation;
 mod annotators;
 mod auth;
@@ -7,6 +8,7 @@ mod chat;
 mod completions;
 mod contract;
 mod errors;
+mod eval_prompts;
 mod exports;
 mod groups;
 mod helpers;

@@ -110,6 +110,7 @@ async fn an_active_adapter_that_does_not_load_here_leaves_the_store_alone_and_th
             path: Some("/nonexistent/adapter".into()),
             sha256: Some("ab".repeat(32)),
             status: AdapterStatus::Ready,
+            note: None,
         })
         .await
         .unwrap();

@@ -4,6 +4,7 @@ mod adapters;
 mod agreement;
 mod api_keys;
 mod connect;
+mod eval_prompts;
 mod groups;
 mod helpers;
 mod imports;

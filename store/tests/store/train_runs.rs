@@ -41,6 +41,7 @@ fn ready(parent_version: i64) -> NewAdapter {
         path: Some("adapters/x".into()),
         sha256: Some("ab".repeat(32)),
         status: AdapterStatus::Ready,
+        note: None,
     }
 }
 

@@ -92,7 +92,6 @@ pub fn pairs_from_store(
     Ok((pairs, report))
 }
 
-
 fn check_vocabulary(stored: &TrainingGroup, group: &JudgedGroup, vocab_size: usize) -> Result<()> {
     let tokens = group
         .responses
