@@ -56,9 +56,16 @@ hooks="$PWD/tests/fuzz/hooks.py"
   --generation-database none \
   --suppress-health-check=all \
   --no-color \
-  "${seed[@]}") || status=$?
+  "${seed[@]}") 2>&1 | tee "$workdir/fuzz.out" || status=$?
 if [ "$status" -ne 0 ]; then
   echo "== server log (last 50 lines)"
   tail -n 50 "$workdir/server.log"
+fi
+# One plain closing line, so the run's outcome reads the same whatever tool printed last.
+counts="$(grep -oE '[0-9]+ generated, [0-9]+ passed' "$workdir/fuzz.out" | tail -n 1 || true)"
+generated="$(printf '%s' "$counts" | awk '{print $1}')"
+passed="$(printf '%s' "$counts" | awk '{print $3}')"
+if [ "$status" -eq 0 ] && [ -n "$passed" ]; then
+  echo "fuzz: $passed passed, $((generated - passed)) failed"
 fi
 exit "$status"
