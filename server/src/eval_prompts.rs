@@ -98,25 +98,17 @@ fn parse_message(value: &Value, param: &str) -> Result<StoredMessage, Invalid> {
         ));
     }
     let content_param = format!("{param}.content");
-    let content = match message.get("content") {
-        Some(Value::String(text)) => text.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .enumerate()
-            .map(|(j, part)| match (part.get("type"), part.get("text")) {
-                (Some(Value::String(kind)), Some(Value::String(text))) if kind == "text" => {
-                    Ok(text.as_str())
-                }
-                _ => Err(Invalid::new(
-                    format!("{content_param}[{j}]"),
-                    "must be a text part `{\"type\": \"text\", \"text\": ...}`; only text parts \
-                     are supported",
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?
-            .concat(),
-        None | Some(Value::Null) => return Err(Invalid::new(content_param, "is missing")),
-        Some(_) => {
+    let content = match content_text(message.get("content")) {
+        Ok(Some(text)) => text,
+        Ok(None) => return Err(Invalid::new(content_param, "is missing")),
+        Err(ContentError::Part(j)) => {
+            return Err(Invalid::new(
+                format!("{content_param}[{j}]"),
+                "must be a text part `{\"type\": \"text\", \"text\": ...}`; only text parts \
+                 are supported",
+            ))
+        }
+        Err(ContentError::NotText) => {
             return Err(Invalid::new(
                 content_param,
                 "must be a string or a list of text parts",
@@ -124,6 +116,39 @@ fn parse_message(value: &Value, param: &str) -> Result<StoredMessage, Invalid> {
         }
     };
     Ok(StoredMessage { role, content })
+}
+
+/// Why a message's `content` is not text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentError {
+    /// Neither a string nor a list of parts.
+    NotText,
+    /// Part `j` of the list is not a `{"type": "text", "text": ...}` part.
+    Part(usize),
+}
+
+/// A message's `content` as one text, the way the chat API reads it: a string, or its text parts
+/// joined; `None` when it is absent or null. Chat requests and evaluation prompts both use it.
+///
+/// # Errors
+/// [`ContentError`] for anything but text.
+pub fn content_text(content: Option<&Value>) -> Result<Option<String>, ContentError> {
+    match content {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .enumerate()
+            .map(|(j, part)| match (part.get("type"), part.get("text")) {
+                (Some(Value::String(kind)), Some(Value::String(text))) if kind == "text" => {
+                    Ok(text.as_str())
+                }
+                _ => Err(ContentError::Part(j)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|texts| Some(texts.concat())),
+        Some(_) => Err(ContentError::NotText),
+    }
 }
 
 /// A label: a string of 1 to [`MAX_EVAL_LABEL_CHARS`] characters, not all blank.

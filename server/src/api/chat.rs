@@ -14,6 +14,7 @@ use super::sampling::{self, SamplingInput, StopParam, StreamOptions};
 use super::stream::{self, Choice, Meta, Recording, Render, StreamEvent, Usage};
 use super::AppState;
 use crate::engine::{ChatMessage, FinishReason, Prompt, TokenLogprob};
+use crate::eval_prompts::{content_text, ContentError};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
@@ -295,20 +296,24 @@ fn parse_messages(input: &[InputMessage]) -> Result<Vec<ChatMessage>, ApiError> 
                 ));
             }
             let param = format!("messages[{i}].content");
-            let content = match &m.content {
-                None | Some(Value::Null) => String::new(),
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => parts
-                    .iter()
-                    .map(|part| match (part["type"].as_str(), part["text"].as_str()) {
-                        (Some("text"), Some(text)) => Ok(text),
-                        _ => Err(ApiError::invalid(param.clone(), "only `{\"type\": \"text\", \"text\": ...}` content parts are supported")),
-                    })
-                    .collect::<Result<Vec<_>, _>>()?
-                    .concat(),
-                Some(_) => return Err(ApiError::invalid(param, "`content` must be a string or a list of text parts")),
-            };
-            Ok(ChatMessage { role: m.role.as_str().to_string(), content })
+            let content =
+                match content_text(m.content.as_ref()) {
+                    Ok(text) => text.unwrap_or_default(),
+                    Err(ContentError::Part(_)) => return Err(ApiError::invalid(
+                        param,
+                        "only `{\"type\": \"text\", \"text\": ...}` content parts are supported",
+                    )),
+                    Err(ContentError::NotText) => {
+                        return Err(ApiError::invalid(
+                            param,
+                            "`content` must be a string or a list of text parts",
+                        ))
+                    }
+                };
+            Ok(ChatMessage {
+                role: m.role.as_str().to_string(),
+                content,
+            })
         })
         .collect()
 }
