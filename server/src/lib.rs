@@ -12,6 +12,8 @@
 //!   PEFT adapter fits the base model (for a swap, and for registering one trained elsewhere). It
 //!   knows nothing of HTTP: its refusals are `engine::AdmitError`, mapped to OpenAI errors in
 //!   `api::error`.
+//! - `arena`: candidates earn promotion: duels against the incumbent on held-out evaluation
+//!   prompts, the promotion gate and its recorded decisions, the leaderboard (`GET /v1/arena`).
 //! - `model_source`: resolving `--model`, and fetching the default model from PyPI.
 //! - `eval_prompts`: parsing held-out evaluation prompts (chat messages checked as the chat API
 //!   checks them), shared by `POST /v1/eval-prompts` and `flywheel eval-prompts import`.
@@ -24,6 +26,7 @@
 //! - `telemetry`: logging setup.
 
 pub mod api;
+pub mod arena;
 pub mod cli;
 pub mod engine;
 pub mod eval_prompts;

@@ -9,7 +9,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Serve(args) => cli::serve::run(*args).await,
             Command::Migrate(args) => cli::migrate::run(args).await,
             Command::Openapi(args) => cli::openapi::run(args),
             Command::Model(args) => cli::model::run(args).await,

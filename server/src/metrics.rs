@@ -2,7 +2,8 @@
 //!
 //! Labels stay bounded: `route` is the matched route template (never the raw path), `status` the
 //! HTTP status code, `adapter` the policy version that served the request. `annotator` is bounded
-//! by the people and judges posting judgments; the annotator gauges are refreshed at each scrape.
+//! by the people and judges posting judgments; the annotator and arena gauges are refreshed at
+//! each scrape (`version` and `candidate` are adapter versions that met another in a judgment).
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -12,6 +13,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::time::Instant;
+
+use crate::arena::standings::ArenaReport;
 
 /// The adapter version a response was produced by; handlers attach it as a response extension
 /// so the metrics middleware can label the request with it.
@@ -32,6 +35,10 @@ pub struct Metrics {
     annotator_judgments: IntGaugeVec,
     annotator_majority_agreement: GaugeVec,
     annotator_kappa: GaugeVec,
+    arena_strength: GaugeVec,
+    arena_candidate: GaugeVec,
+    arena_candidate_judgments: IntGaugeVec,
+    arena_incumbent: IntGauge,
 }
 
 impl Metrics {
@@ -104,6 +111,37 @@ impl Metrics {
             &["annotator", "other"],
         )
         .expect("valid metric");
+        let arena_strength = GaugeVec::new(
+            Opts::new(
+                "flywheel_arena_strength",
+                "Bradley-Terry log-strength of each version against the incumbent, with the \
+                 bounds of its interval (bound = estimate | lower | upper)",
+            ),
+            &["version", "bound"],
+        )
+        .expect("valid metric");
+        let arena_candidate = GaugeVec::new(
+            Opts::new(
+                "flywheel_arena_candidate_probability",
+                "P(candidate beats the incumbent) from duels, with the bounds of its interval \
+                 (bound = estimate | lower | upper), and its win-rate (bound = win_rate)",
+            ),
+            &["candidate", "bound"],
+        )
+        .expect("valid metric");
+        let arena_candidate_judgments = IntGaugeVec::new(
+            Opts::new(
+                "flywheel_arena_candidate_judgments",
+                "Judgments of each candidate's duels with the incumbent",
+            ),
+            &["candidate"],
+        )
+        .expect("valid metric");
+        let arena_incumbent = IntGauge::new(
+            "flywheel_arena_incumbent_version",
+            "The active adapter version, which candidates duel",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -115,6 +153,10 @@ impl Metrics {
             Box::new(annotator_judgments.clone()),
             Box::new(annotator_majority_agreement.clone()),
             Box::new(annotator_kappa.clone()),
+            Box::new(arena_strength.clone()),
+            Box::new(arena_candidate.clone()),
+            Box::new(arena_candidate_judgments.clone()),
+            Box::new(arena_incumbent.clone()),
         ] {
             registry
                 .register(collector)
@@ -132,6 +174,49 @@ impl Metrics {
             annotator_judgments,
             annotator_majority_agreement,
             annotator_kappa,
+            arena_strength,
+            arena_candidate,
+            arena_candidate_judgments,
+            arena_incumbent,
+        }
+    }
+
+    /// Replaces the arena gauges with `report`'s standings.
+    pub fn set_arena(&self, report: &ArenaReport) {
+        self.arena_incumbent.set(report.incumbent);
+        self.arena_strength.reset();
+        for entry in &report.leaderboard {
+            let version = entry.version.to_string();
+            for (bound, value) in [
+                ("estimate", entry.strength),
+                ("lower", entry.lower),
+                ("upper", entry.upper),
+            ] {
+                self.arena_strength
+                    .with_label_values(&[version.as_str(), bound])
+                    .set(value);
+            }
+        }
+        self.arena_candidate.reset();
+        self.arena_candidate_judgments.reset();
+        for c in &report.candidates {
+            let version = c.version.to_string();
+            self.arena_candidate_judgments
+                .with_label_values(&[version.as_str()])
+                .set(c.judgments as i64);
+            let bounds = [
+                ("estimate", Some(c.probability)),
+                ("lower", Some(c.lower)),
+                ("upper", Some(c.upper)),
+                ("win_rate", c.win_rate),
+            ];
+            for (bound, value) in bounds {
+                if let Some(value) = value {
+                    self.arena_candidate
+                        .with_label_values(&[version.as_str(), bound])
+                        .set(value);
+                }
+            }
         }
     }
 

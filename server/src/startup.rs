@@ -1,10 +1,11 @@
-//! Building the application: store, auth, engine, follower, worker and routes, wired once.
+//! Building the application: store, auth, engine, follower, worker, arena and routes, wired once.
 //!
 //! `flywheel serve` and the API tests both call [`Application::build`], so the tests run what
 //! production runs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +15,7 @@ use tokio::net::TcpListener;
 
 use crate::api::auth::{self, AuthMode};
 use crate::api::{self, ApiConfig, AppState};
+use crate::arena::{spawn_arena, ArenaConfig, ArenaGuard};
 use crate::engine::follow::{spawn_follower, FollowerGuard};
 use crate::engine::{swap, Engine, EngineConfig};
 use crate::metrics::Metrics;
@@ -34,6 +36,10 @@ pub struct AppConfig {
     pub follow_interval: Duration,
     /// The in-process trainer worker, if any.
     pub worker: Option<WorkerConfig>,
+    /// How new adapters are judged; the routes read it too.
+    pub arena: ArenaConfig,
+    /// Whether this process samples duels and runs the gate.
+    pub run_arena: bool,
     /// Where `POST /v1/adapters` may register adapter directories from; nothing outside it.
     pub adapter_root: PathBuf,
     pub host: String,
@@ -48,6 +54,7 @@ pub struct Application {
     state: AppState,
     _follower: FollowerGuard,
     _worker: Option<WorkerGuard>,
+    _arena: Option<ArenaGuard>,
 }
 
 impl Application {
@@ -73,11 +80,21 @@ impl Application {
             );
             spawn_worker(store.clone(), worker)
         });
+        let arena = config.run_arena.then(|| {
+            tracing::info!(
+                promotion = config.arena.promotion.name(),
+                min_judgments = config.arena.gate.min_judgments,
+                max_judgments = config.arena.gate.max_judgments,
+                "arena runs in this process (--no-arena to turn it off)"
+            );
+            spawn_arena(store.clone(), engine.clone(), config.arena.clone())
+        });
         let state = AppState {
             store,
             engine,
             metrics,
             adapter_root: config.adapter_root.into(),
+            arena: Arc::new(config.arena),
         };
         let router = api::router(state.clone(), &api_config);
         let listener = TcpListener::bind((config.host.as_str(), config.port))
@@ -89,6 +106,7 @@ impl Application {
             state,
             _follower: follower,
             _worker: worker,
+            _arena: arena,
         })
     }
 
@@ -114,6 +132,7 @@ impl Application {
             router,
             _follower,
             _worker,
+            _arena,
             ..
         } = self;
         crate::serve(listener, router, shutdown).await

@@ -133,6 +133,7 @@ mod tests {
             status,
             error: None,
             note: None,
+            name: None,
             created_at: Utc::now(),
             activated_at: None,
         }

@@ -11,13 +11,17 @@ use sqlx::postgres::PgListener;
 use crate::connect::{with_pool, Pool};
 use crate::text_enum::text_enum;
 use crate::timestamp::Timestamp;
-use crate::{Backend, Error, Result, Store};
+use crate::{Error, Result, Store};
 
 text_enum! {
-    /// Where an adapter is in its life: `training → ready → active → retired`, or `failed`.
+    /// Where an adapter is in its life: `training → candidate → active → retired`, or `failed`;
+    /// a candidate the arena turns down goes straight to `retired`.
     pub enum AdapterStatus {
         Training => "training",
+        /// Trained before the arena existed (or by hand, outside any lifecycle); can be activated.
         Ready => "ready",
+        /// Trained or registered, waiting for the arena (or an admin) to promote or retire it.
+        Candidate => "candidate",
         /// Being served; at most one adapter is active at a time (a unique index holds it).
         Active => "active",
         Retired => "retired",
@@ -45,6 +49,10 @@ pub struct Adapter {
     pub error: Option<String>,
     /// Free text given at registration (where an adapter trained elsewhere came from).
     pub note: Option<String>,
+    /// The LoRA name it was loaded under through vLLM's `POST /v1/load_lora_adapter`; requests
+    /// may name it as their `model` while it is loaded. One live adapter holds a name at a time; a
+    /// retired or failed one keeps it as history, and the name may be loaded again.
+    pub name: Option<String>,
     pub created_at: DateTime<Utc>,
     pub activated_at: Option<DateTime<Utc>>,
 }
@@ -57,19 +65,30 @@ pub struct NewAdapter {
     pub train_run_id: Option<Uuid>,
     pub path: Option<String>,
     pub sha256: Option<String>,
-    /// `training` to reserve a version for a run, `ready` for finished files.
+    /// `training` to reserve a version for a run, `candidate` for finished files (`ready` outside the arena).
     pub status: AdapterStatus,
     pub note: Option<String>,
+    /// A LoRA name (see [`Adapter::name`]).
+    pub name: Option<String>,
+}
+
+impl Adapter {
+    /// Whether it is training, ready, a candidate or active: not retired or failed. A name
+    /// belongs to one live adapter at a time.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.status, AdapterStatus::Retired | AdapterStatus::Failed)
+    }
 }
 
 macro_rules! adapter_columns {
     () => {
         "version, parent_version, algorithm, train_run_id, path, sha256, status, error, note, \
-         created_at, activated_at"
+         name, created_at, activated_at"
     };
 }
+pub(crate) use adapter_columns;
 
-const SELECT_ADAPTER: &str = concat!(
+pub(crate) const SELECT_ADAPTER: &str = concat!(
     "SELECT ",
     adapter_columns!(),
     " FROM adapters WHERE version = $1"
@@ -79,8 +98,8 @@ const SELECT_ADAPTER: &str = concat!(
 /// loser gets a unique violation and [`Store::insert_adapter`] retries.
 pub(crate) const INSERT_NEXT_ADAPTER: &str = concat!(
     "INSERT INTO adapters (version, parent_version, algorithm, train_run_id, path, sha256, status, \
-     note, created_at) SELECT COALESCE(MAX(version), 0) + 1, $1, $2, $3, $4, $5, $6, $7, $8 FROM \
-     adapters RETURNING ",
+     note, name, created_at) SELECT COALESCE(MAX(version), 0) + 1, $1, $2, $3, $4, $5, $6, $7, $8, \
+     $9 FROM adapters RETURNING ",
     adapter_columns!()
 );
 
@@ -100,6 +119,7 @@ macro_rules! insert_next_adapter {
             .bind(&new.sha256)
             .bind(new.status)
             .bind(&new.note)
+            .bind(&new.name)
             .bind($now)
             .fetch_one(&mut *$conn)
             .await
@@ -121,11 +141,27 @@ impl Store {
         Ok(row.ok_or(Error::NotFound("adapter"))?.into())
     }
 
+    /// The adapter called `name` (see [`Adapter::name`]): the live one (training, ready, candidate
+    /// or active), else the newest retired or failed one, if any.
+    pub async fn adapter_named(&self, name: &str) -> Result<Option<Adapter>> {
+        let sql = concat!(
+            "SELECT ",
+            adapter_columns!(),
+            " FROM adapters WHERE name = $1 ORDER BY CASE WHEN status IN ('retired', 'failed') \
+             THEN 1 ELSE 0 END, version DESC LIMIT 1"
+        );
+        let row: Option<AdapterRow> = with_pool!(self, pool => {
+            sqlx::query_as(sql).bind(name).fetch_optional(pool).await?
+        });
+        Ok(row.map(Into::into))
+    }
+
     /// Registers an adapter under the next free version (one above the highest so far).
     ///
     /// # Errors
     /// [`Error::NotFound`]`("adapter")` if the parent version does not exist;
-    /// [`Error::Conflict`] if concurrent registrations keep taking the next version.
+    /// [`Error::Conflict`] if its name is taken, or concurrent registrations keep taking the next
+    /// version.
     pub async fn insert_adapter(&self, new: &NewAdapter) -> Result<Adapter> {
         self.get_adapter(new.parent_version).await?;
         for _ in 0..INSERT_ATTEMPTS {
@@ -136,7 +172,17 @@ impl Store {
             });
             match inserted {
                 Ok(row) => return Ok(row.into()),
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    if let Some(name) = &new.name {
+                        let holder = self.adapter_named(name).await?;
+                        if holder.is_some_and(|a| a.is_live()) {
+                            return Err(Error::Conflict(format!(
+                                "a live adapter named {name:?} exists already"
+                            )));
+                        }
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -145,46 +191,15 @@ impl Store {
         ))
     }
 
-    /// Makes `version` the active adapter and retires the one active before, in one transaction.
-    /// Version 0 (the base model) can be activated too, to roll back.
+    /// Makes `version` the active adapter and retires the one active before, in one transaction,
+    /// whatever is active now. Version 0 (the base model) can be activated too, to roll back.
+    /// [`Store::promote_adapter`] is the same act made conditional and recorded.
     ///
     /// # Errors
     /// [`Error::NotFound`]`("adapter")` for an unknown version; [`Error::Invalid`] for one that is
     /// still training or failed.
     pub async fn activate_adapter(&self, version: i64) -> Result<Adapter> {
-        let adapter = self.get_adapter(version).await?;
-        if matches!(
-            adapter.status,
-            AdapterStatus::Training | AdapterStatus::Failed
-        ) {
-            return Err(Error::Invalid(format!(
-                "`version` {version} is {}; only ready, active or retired adapters can be activated",
-                adapter.status.as_str()
-            )));
-        }
-        let now = Timestamp(Utc::now());
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE adapters SET status = 'retired' WHERE status = 'active' AND version <> $1")
-                .bind(version)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE adapters SET status = 'active', activated_at = $2 WHERE version = $1")
-                .bind(version)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            if self.backend() == Backend::Postgres {
-                // Delivered to every listening replica when (and only if) the transaction commits.
-                sqlx::query("SELECT pg_notify($1, $2)")
-                    .bind(ACTIVATION_CHANNEL)
-                    .bind(version.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        });
-        self.get_adapter(version).await
+        self.switch_active_if(version, None, None).await
     }
 
     /// Marks `version` failed with `error` (an adapter the engine could not load). The base model
@@ -224,7 +239,7 @@ impl Store {
 }
 
 /// The Postgres channel an activation is announced on; the payload is the version.
-const ACTIVATION_CHANNEL: &str = "flywheel_adapter_activated";
+pub(crate) const ACTIVATION_CHANNEL: &str = "flywheel_adapter_activated";
 
 /// Wakes on every adapter activation; see [`Store::activation_listener`].
 pub struct ActivationListener(PgListener);
@@ -257,6 +272,7 @@ pub(crate) struct AdapterRow {
     status: AdapterStatus,
     error: Option<String>,
     note: Option<String>,
+    name: Option<String>,
     created_at: Timestamp,
     activated_at: Option<Timestamp>,
 }
@@ -273,6 +289,7 @@ impl From<AdapterRow> for Adapter {
             status: row.status,
             error: row.error,
             note: row.note,
+            name: row.name,
             created_at: row.created_at.into(),
             activated_at: row.activated_at.map(Into::into),
         }

@@ -107,8 +107,11 @@ const PICK_PAIR: &str = "WITH judged AS ( \
      JOIN responses r2 ON r2.group_id = g.id AND r1.id < r2.id \
      LEFT JOIN judged j ON j.lo = r1.id AND j.hi = r2.id \
      LEFT JOIN assigned a ON a.lo = r1.id AND a.hi = r2.id \
+     LEFT JOIN duels d ON d.group_id = g.id \
+     LEFT JOIN adapters c ON c.version = d.candidate_version AND c.status = 'candidate' \
      ORDER BY CASE WHEN COALESCE(j.mine, 0) + COALESCE(a.mine, 0) > 0 THEN 1 ELSE 0 END, \
        CASE WHEN NOT $3 AND COALESCE(a.pending, 0) > 0 THEN 1 ELSE 0 END, \
+       CASE WHEN c.version IS NULL THEN 1 ELSE 0 END, \
        CASE WHEN g.adapter_version = $2 THEN 0 ELSE 1 END, \
        CASE WHEN $3 AND COALESCE(j.n, 0) + COALESCE(a.pending, 0) = 1 THEN 0 ELSE 1 END, \
        COALESCE(j.n, 0), COALESCE(a.pending, 0), g.id DESC, r1.id, r2.id \

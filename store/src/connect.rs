@@ -118,7 +118,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         match &self.pool {
             Pool::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
-            Pool::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+            Pool::Sqlite(pool) => migrate_sqlite(pool).await?,
         }
         Ok(())
     }
@@ -201,6 +201,33 @@ async fn connect_sqlite(url: &str, config: &PoolConfig) -> Result<Store> {
     Ok(Store {
         pool: Pool::Sqlite(pool),
     })
+}
+
+/// Runs the SQLite migrations on one connection with foreign keys off, then turns them back on.
+///
+/// A migration that rebuilds a table (0006: SQLite cannot change a CHECK in place) must drop the
+/// old table, and with foreign keys on that drop deletes every row first: rows that reference
+/// them are deleted by `ON DELETE CASCADE` or make it fail. The pragma is a no-op inside a
+/// transaction, and sqlx 0.8 runs every SQLite migration in one (sqlx-sqlite ignores
+/// `-- no-transaction`), so it is switched here, outside.
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<()> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut *conn)
+        .await?;
+    let migrated = sqlx::migrate!("../migrations/sqlite")
+        .run_direct(&mut *conn)
+        .await;
+    let restored = sqlx::query("PRAGMA foreign_keys = ON")
+        .execute(&mut *conn)
+        .await;
+    if restored.is_err() {
+        // Never hand the pool a connection that does not enforce foreign keys.
+        conn.close_on_drop();
+    }
+    migrated?;
+    restored?;
+    Ok(())
 }
 
 fn invalid_url(e: sqlx::Error) -> Error {

@@ -115,7 +115,8 @@ const INSERT_EVAL_PROMPT: &str = concat!(
     eval_prompt_columns!()
 );
 
-const SELECT_EVAL_PROMPT: &str = concat!("SELECT ", eval_prompt_columns!(), " FROM eval_prompts");
+pub(crate) const SELECT_EVAL_PROMPT: &str =
+    concat!("SELECT ", eval_prompt_columns!(), " FROM eval_prompts");
 
 impl Store {
     /// Stores a batch of evaluation prompts in one transaction: all of them, or none.
@@ -228,7 +229,7 @@ impl Store {
 
 /// An `eval_prompts` row as both backends return it.
 #[derive(FromRow)]
-struct EvalPromptRow {
+pub(crate) struct EvalPromptRow {
     id: Uuid,
     messages: Json<Vec<StoredMessage>>,
     content_hash: String,

@@ -74,7 +74,7 @@ macro_rules! insert_group_rows {
                 .bind(Json(&r.logprobs))
                 .bind(&r.finish_reason)
                 .bind(r.completion_tokens)
-                .bind(g.adapter_version)
+                .bind(r.adapter_version.unwrap_or(g.adapter_version))
                 .bind(r.latency_ms)
                 .bind(created_at)
                 .execute(&mut *$conn)
@@ -91,14 +91,13 @@ impl Store {
     /// Stores a group and all its responses in one transaction: either all are stored or none.
     ///
     /// The group's `completion_tokens` is the sum of its responses'; each response takes the group's
-    /// adapter version and creation time.
+    /// creation time, and its adapter version unless it names its own.
     ///
     /// # Errors
     /// [`Error::Conflict`] if the group id, a response id, or a choice index within the group is
     /// already taken; [`Error::Invalid`] if a log-prob is not finite (JSON cannot hold it).
     pub async fn insert_group(&self, g: &NewGroup) -> Result<()> {
-        check_logprobs(g)?;
-        check_text(g)?;
+        check_group(g)?;
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             insert_group_rows!(&mut *tx, g);
@@ -191,6 +190,12 @@ fn list_sql(f: &GroupFilter) -> String {
         format!(" WHERE {}", wanted.join(" AND "))
     };
     format!("{SELECT_GROUP}{filter} ORDER BY g.id DESC LIMIT $5")
+}
+
+/// What every stored group must satisfy beyond the schema: finite log-probs and no NUL in text.
+pub(crate) fn check_group(g: &NewGroup) -> Result<()> {
+    check_logprobs(g)?;
+    check_text(g)
 }
 
 pub(crate) fn check_logprobs(g: &NewGroup) -> Result<()> {

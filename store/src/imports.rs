@@ -9,7 +9,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::connect::with_pool;
-use crate::groups::{check_logprobs, check_text, insert_group_rows};
+use crate::groups::{check_group, insert_group_rows};
 use crate::judgments::{
     insert_one, item_error, not_stored, replay, JudgmentRow, INSERT_JUDGMENT, SELECT_JUDGMENT,
 };
@@ -41,8 +41,7 @@ impl ImportedGroup {
                 self.group.id
             )));
         }
-        check_logprobs(&self.group)?;
-        check_text(&self.group)?;
+        check_group(&self.group)?;
         for (i, j) in self.judgments.iter().enumerate() {
             j.check()
                 .map_err(|(field, detail)| item_error(i, self.judgments.len(), field, &detail))?;

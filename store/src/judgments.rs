@@ -166,14 +166,16 @@ impl Store {
     }
 
     /// How many judgments were created at or after `since` (all of them for `None`) on groups of
-    /// `adapter_version` (any version for `None`): what the worker weighs before training.
+    /// `adapter_version` (any version for `None`), duels left out: what the worker weighs before
+    /// training.
     pub async fn count_judgments(
         &self,
         adapter_version: Option<i64>,
         since: Option<DateTime<Utc>>,
     ) -> Result<i64> {
         let sql = "SELECT COUNT(*) FROM judgments j JOIN groups g ON g.id = j.group_id \
-                   WHERE ($1 IS NULL OR g.adapter_version = $1) AND ($2 IS NULL OR j.created_at >= $2)";
+                   WHERE g.kind <> 'duel' AND ($1 IS NULL OR g.adapter_version = $1) \
+                   AND ($2 IS NULL OR j.created_at >= $2)";
         let count: i64 = with_pool!(self, pool => {
             sqlx::query_scalar(sql)
                 .bind(adapter_version)

@@ -11,6 +11,11 @@
 //!   [`AdapterFault`], the faults of an adapter itself.
 //! - `adapters`: the adapter versions (version 0 is the base model), which one is active, and
 //!   registering a new one under the next version.
+//! - `decisions`: the one transaction that changes the active version; promotions and
+//!   retirements of candidates, conditional on the expected active version and recorded with
+//!   their evidence.
+//! - `duels`: duels (a candidate and the incumbent on one evaluation prompt), and the judgments of
+//!   responses by different versions that the arena reads.
 //! - `train_runs`: training jobs, their per-step metrics, and the adapter each one produces.
 //! - `training_data`: the judged groups of a data window, as a train run reads them.
 //! - `imports`: judged groups from a preference dataset, stored whole and at most once.
@@ -35,6 +40,8 @@ mod agreement;
 mod api_keys;
 mod assignments;
 mod connect;
+mod decisions;
+mod duels;
 mod error;
 mod eval_prompts;
 mod groups;
@@ -55,6 +62,8 @@ pub use agreement::{AnnotatorStats, SharedJudgment};
 pub use api_keys::{hash_api_key, ApiKey, Scope};
 pub use assignments::Assignment;
 pub use connect::{Backend, PoolConfig, Store, DEFAULT_SQLITE_URL};
+pub use decisions::{AdapterDecision, DecidedBy, DecisionAction, Evidence, NewDecision};
+pub use duels::{DuelProgress, NewDuel, VersionJudgment};
 pub use error::{Error, Result};
 pub use eval_prompts::{EvalPrompt, NewEvalPrompt, MAX_EVAL_LABEL_CHARS, MAX_EVAL_PROMPT_BATCH};
 pub use imports::ImportedGroup;

@@ -1,8 +1,8 @@
 //! Train runs: one training job from start to end, its per-step metrics, and the adapter version it
-//! reserves (`training`) when it starts and makes `ready` (or `failed`) when it ends.
+//! reserves (`training`) when it starts and makes `candidate` (or `failed`) when it ends.
 //!
-//! A run and its adapter change state together, in one transaction, so no adapter is ever `ready`
-//! for a run that failed, and no run `succeeded` without a `ready` adapter.
+//! A run and its adapter change state together, in one transaction, so no adapter is ever a `candidate`
+//! for a run that failed, and no run `succeeded` without a `candidate` adapter.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -137,6 +137,7 @@ impl Store {
             sha256: None,
             status: AdapterStatus::Training,
             note: None,
+            name: None,
         };
         let begin = self.begin_write_sql();
         with_pool!(self, pool => {
@@ -240,7 +241,7 @@ impl Store {
         Ok(rows.into_iter().map(TrainStep::from).collect())
     }
 
-    /// Marks run `id` succeeded and its adapter `ready` at `path` with `sha256`, together.
+    /// Marks run `id` succeeded and its adapter a `candidate` at `path` with `sha256`, together.
     ///
     /// # Errors
     /// [`Error::Conflict`] if the run is not running (it already ended); [`Error::NotFound`] for
@@ -270,7 +271,7 @@ impl Store {
         files: Option<(&str, &str)>,
     ) -> Result<i64> {
         let adapter_status = match status {
-            TrainRunStatus::Succeeded => AdapterStatus::Ready,
+            TrainRunStatus::Succeeded => AdapterStatus::Candidate,
             _ => AdapterStatus::Failed,
         };
         let (path, sha256) = files.unzip();

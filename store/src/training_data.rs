@@ -17,7 +17,8 @@ use crate::judgments::{JudgmentRow, SELECT_JUDGMENT};
 use crate::timestamp::Timestamp;
 use crate::{Judgment, Response, Result, Store};
 
-/// Which groups a run trains on: those with at least one judgment, created in `[since, until)`.
+/// Which groups a run trains on: those with at least one judgment, created in `[since, until)`;
+/// never duels.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrainingDataFilter {
     /// Only groups served by this adapter version (π_t's own samples); `None`: every version.
@@ -100,7 +101,8 @@ fn judged_groups_sql(f: &TrainingDataFilter) -> String {
         (f.since.is_some(), "w.created_at >= $2"),
         (f.until.is_some(), "w.created_at < $3"),
     ];
-    let judged = "EXISTS (SELECT 1 FROM judgments j WHERE j.group_id = w.id)";
+    // Duels answer held-out evaluation prompts: judged for the arena, never trained on.
+    let judged = "w.kind <> 'duel' AND EXISTS (SELECT 1 FROM judgments j WHERE j.group_id = w.id)";
     let wanted: Vec<&str> = std::iter::once(judged)
         .chain(
             conditions
@@ -139,11 +141,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_training_query_without_filters_selects_only_judged_groups() {
+    fn a_training_query_without_filters_selects_only_judged_groups_that_are_not_duels() {
         let sql = judged_groups_sql(&TrainingDataFilter::default());
         assert!(
             sql.ends_with(
-                "FROM groups w WHERE EXISTS (SELECT 1 FROM judgments j WHERE j.group_id = w.id)"
+                "FROM groups w WHERE w.kind <> 'duel' \
+                 AND EXISTS (SELECT 1 FROM judgments j WHERE j.group_id = w.id)"
             ),
             "{sql}"
         );

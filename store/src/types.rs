@@ -19,6 +19,9 @@ text_enum! {
         Samples => "samples",
         /// One canonical prompt and its paraphrased variants, each with its own prompt and response.
         Variants => "variants",
+        /// A candidate adapter and the incumbent answering one held-out evaluation prompt with the
+        /// same parameters and seed: the candidate's response first, then the incumbent's.
+        Duel => "duel",
     }
 }
 
@@ -59,7 +62,8 @@ pub struct NewGroup {
     pub responses: Vec<NewResponse>,
 }
 
-/// One response of a [`NewGroup`]; it takes its adapter version and creation time from the group.
+/// One response of a [`NewGroup`]; it takes its creation time from the group, and its adapter
+/// version too unless it names its own (a duel's two sides do).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewResponse {
     pub id: Uuid,
@@ -74,6 +78,8 @@ pub struct NewResponse {
     pub finish_reason: String,
     pub completion_tokens: i64,
     pub latency_ms: i64,
+    /// The adapter version that wrote it, when not the group's.
+    pub adapter_version: Option<i64>,
 }
 
 /// The OpenAPI shape of a stored prompt (`Group.prompt`, `Response.prompt`): the chat messages of a

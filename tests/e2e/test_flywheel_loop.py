@@ -36,7 +36,7 @@ def server(tmp_path_factory):
     process = subprocess.Popen(
         [BIN, "serve", "--model", str(tiny), "--port", str(port),
          "--worker-interval-secs", "1", "--min-new-judgments", "4", "--steps", "2", "--lr", "0.01",
-         "--rank", "4", "--batch", "2", "--adapter-dir", str(work / "adapters"), "--follow-interval-secs", "1"],
+         "--rank", "4", "--batch", "2", "--adapter-dir", str(work / "adapters"), "--follow-interval-secs", "1", "--promotion", "always"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     for _ in range(120):

@@ -13,9 +13,10 @@
 //! - `files`: PEFT adapter files, written atomically with a sha256 ([`write_adapter`]); base
 //!   model files ([`Model::load`] from an HF directory or a GGUF; [`import_gguf`];
 //!   [`write_tiny_llama`], the test fixture).
-//! - `run`: the only part that talks to the store: one training job from recorded run to `ready`
-//!   adapter ([`run_job`], its data from [`pairs_from_store`]), and the worker that trains
-//!   whenever enough new judgments arrive ([`try_train_once`], [`run_every`], [`WorkerGuard`]).
+//! - `run`: the only part that talks to the store: one training job from recorded run to a
+//!   `candidate` adapter ([`run_job`], its data from [`pairs_from_store`]), and the worker that
+//!   trains whenever enough new judgments arrive ([`try_train_once`], [`run_every`],
+//!   [`WorkerGuard`]).
 //!
 //! Beside them: `error` ([`Error`], the enum every fallible function returns, except
 //! [`ModelFileError`] for model directories) and, in tests only, `guards`, the autograd guards of

@@ -1,8 +1,8 @@
 //! `GET /v1/annotation/next`: the annotation queue hands an annotator one pair to judge, blind.
 //!
 //! The payload holds the prompt and the two texts in a random left/right order, never the adapter
-//! versions or the model. The store picks the pair: groups of the active policy first, then the
-//! least judged pairs; with probability `overlap_share` a pair one other annotator judged, so that
+//! versions or the model. The store picks the pair: a live candidate's duels first (the arena's
+//! gate waits on them), then groups of the active policy, then the least judged pairs; with probability `overlap_share` a pair one other annotator judged, so that
 //! agreement can be measured; never a pair this annotator had before. To answer, post a judgment
 //! with `response_a` = left, `response_b` = right and the `assignment_id`.
 

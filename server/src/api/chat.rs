@@ -213,7 +213,7 @@ pub async fn create_chat_completion(
     State(state): State<AppState>,
     AppJson(body): AppJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    super::check_model(&state, body.model.as_deref())?;
+    let route = super::resolve_model(&state, body.model.as_deref())?;
     let messages = parse_messages(&body.messages)?;
     let logprobs = body.logprobs.unwrap_or(false);
     if body.top_logprobs.is_some_and(|k| k > 0) && !logprobs {
@@ -247,7 +247,7 @@ pub async fn create_chat_completion(
     let admitted = Arc::new(
         state
             .engine
-            .admit(&prompt, sampling)
+            .admit(&prompt, sampling, route)
             .await
             .map_err(|e| ApiError::admission(e, "messages", max_tokens_param))?,
     );

@@ -131,7 +131,7 @@ pub async fn create_completion(
     State(state): State<AppState>,
     AppJson(body): AppJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    super::check_model(&state, body.model.as_deref())?;
+    let route = super::resolve_model(&state, body.model.as_deref())?;
     let text = parse_prompt(&body.prompt)?;
     if body.echo.unwrap_or(false) {
         return Err(ApiError::invalid("echo", "`echo` is not supported"));
@@ -168,7 +168,7 @@ pub async fn create_completion(
     let admitted = Arc::new(
         state
             .engine
-            .admit(&prompt, sampling)
+            .admit(&prompt, sampling, route)
             .await
             .map_err(|e| ApiError::admission(e, "prompt", "max_tokens"))?,
     );

@@ -152,6 +152,7 @@ impl ApiError {
     pub fn admission(e: AdmitError, prompt_param: &str, max_tokens_param: &str) -> ApiError {
         match e {
             AdmitError::Overloaded { capacity } => ApiError::Overloaded(capacity, 1),
+            AdmitError::NotLoaded { .. } => ApiError::NotFound(e.to_string()),
             AdmitError::TooManyTokens { .. } => ApiError::invalid(max_tokens_param, e.to_string()),
             AdmitError::Tokenize(_)
             | AdmitError::EmptyPrompt

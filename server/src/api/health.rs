@@ -77,6 +77,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Err(e) = super::annotators::refresh_gauges(&state).await {
         tracing::warn!(error = ?e, "cannot refresh the annotator gauges");
     }
+    match crate::arena::standings::report(&state.store, state.arena.promotion, &state.arena.gate)
+        .await
+    {
+        Ok(report) => state.metrics.set_arena(&report),
+        Err(e) => tracing::warn!(error = ?e, "cannot refresh the arena gauges"),
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -5,6 +5,7 @@ pub mod adapters;
 pub mod annotate;
 pub mod annotation;
 pub mod annotators;
+pub mod arena;
 pub mod auth;
 pub mod chat;
 pub mod completions;
@@ -17,7 +18,8 @@ pub mod judgments;
 pub mod models;
 pub mod preferences;
 pub mod sampling;
-mod stream;
+pub(crate) mod stream;
+pub mod vllm;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -26,7 +28,7 @@ use flywheel_store::Scope;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Route};
 use crate::metrics::Metrics;
 use annotation::AnnotationConfig;
 use auth::{AuthMode, Gate};
@@ -40,6 +42,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The only directory adapters may be registered from (`--adapter-root`), as configured.
     pub adapter_root: std::sync::Arc<std::path::Path>,
+    /// How new adapters are judged (`--promotion`, the gate's settings).
+    pub arena: std::sync::Arc<crate::arena::ArenaConfig>,
 }
 
 impl axum::extract::FromRef<AppState> for Metrics {
@@ -96,6 +100,11 @@ impl Default for ApiConfig {
         adapters::register_adapter,
         adapters::get_adapter,
         adapters::activate_adapter,
+        adapters::promote_adapter,
+        adapters::retire_adapter,
+        vllm::load_lora_adapter,
+        vllm::unload_lora_adapter,
+        arena::get_arena,
         exports::get_export,
         eval_prompts::create_eval_prompts,
         eval_prompts::list_eval_prompts,
@@ -181,6 +190,17 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
             "/v1/adapters/{version}/activate",
             post(adapters::activate_adapter),
         )
+        .route(
+            "/v1/adapters/{version}/promote",
+            post(adapters::promote_adapter),
+        )
+        .route(
+            "/v1/adapters/{version}/retire",
+            post(adapters::retire_adapter),
+        )
+        .route("/v1/load_lora_adapter", post(vllm::load_lora_adapter))
+        .route("/v1/unload_lora_adapter", post(vllm::unload_lora_adapter))
+        .route("/v1/arena", get(arena::get_arena))
         .route_layer(gate(Scope::Admin));
     Router::new()
         .merge(inference)
@@ -202,22 +222,36 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
         .with_state(state)
 }
 
-/// Resolves the `model` field of a request: the served name, or `name@version` of the active
-/// version. Anything else is 404, as OpenAI answers for an unknown model.
-pub fn check_model(state: &AppState, requested: Option<&str>) -> Result<(), ApiError> {
+/// Resolves the `model` field of a request to the generation it runs on: none or the served name
+/// (the active version, or the canary), `name@version` of a version loaded here (active or
+/// resident), or the alias of a resident version (a vLLM `lora_name`). Anything else is 404, as
+/// OpenAI answers for an unknown model.
+pub fn resolve_model(state: &AppState, requested: Option<&str>) -> Result<Route, ApiError> {
     let Some(requested) = requested else {
-        return Ok(());
+        return Ok(Route::Default);
     };
-    let active = state.engine.active();
-    let matches = requested == active.name
-        || requested.split_once('@').is_some_and(|(name, version)| {
-            name == active.name && version.parse::<i64>().ok() == Some(active.version)
-        });
-    if matches {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound(format!(
+    let engine = &state.engine;
+    let name = engine.active().name.clone();
+    if requested == name {
+        return Ok(Route::Default);
+    }
+    let pinned = requested
+        .split_once('@')
+        .filter(|(n, _)| *n == name)
+        .and_then(|(_, version)| version.parse::<i64>().ok());
+    if let Some(version) = pinned {
+        return match engine.loaded(version) {
+            Some(_) => Ok(Route::Pinned(version)),
+            None => Err(ApiError::NotFound(format!(
+                "The model `{requested}` is not loaded on this server; `GET /v1/models` lists the \
+                 versions it serves"
+            ))),
+        };
+    }
+    match engine.version_of_alias(requested) {
+        Some(version) => Ok(Route::Pinned(version)),
+        None => Err(ApiError::NotFound(format!(
             "The model `{requested}` does not exist"
-        )))
+        ))),
     }
 }

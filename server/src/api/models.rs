@@ -1,4 +1,4 @@
-//! `/v1/models`: the policy being served, as OpenAI lists models.
+//! `/v1/models`: the policy being served and the versions loaded beside it, as OpenAI lists models.
 
 use axum::extract::State;
 use serde::Serialize;
@@ -9,7 +9,7 @@ use super::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelCard {
-    /// `name` or `name@version`.
+    /// `name`, `name@version`, or a resident version's LoRA name.
     pub id: String,
     pub object: &'static str,
     pub created: i64,
@@ -26,23 +26,38 @@ pub struct ModelList {
 
 fn cards(state: &AppState) -> Vec<ModelCard> {
     let active = state.engine.active();
-    let card = |id: String| ModelCard {
+    let card = |id: String, adapter: i64| ModelCard {
         id,
         object: "model",
         created: 0,
         owned_by: "flywheel",
-        adapter: active.version,
+        adapter,
     };
-    vec![
-        card(active.name.clone()),
-        card(format!("{}@{}", active.name, active.version)),
-    ]
+    let mut cards = vec![
+        card(active.name.clone(), active.version),
+        card(
+            format!("{}@{}", active.name, active.version),
+            active.version,
+        ),
+    ];
+    cards.extend(
+        active
+            .alias
+            .clone()
+            .map(|alias| card(alias, active.version)),
+    );
+    for (version, alias) in state.engine.resident() {
+        cards.push(card(format!("{}@{version}", active.name), version));
+        cards.extend(alias.map(|alias| card(alias, version)));
+    }
+    cards
 }
 
-/// Lists the served policy under its name and as `name@version`.
+/// Lists the served policy under its name, as `name@version` and under its LoRA name if it has
+/// one, then each version loaded beside it (candidates) as `name@version` and under its LoRA name.
 #[utoipa::path(get, path = "/v1/models", tag = "inference", security(("bearer" = ["inference"])),
     responses(
-        (status = 200, description = "The served policy, twice", body = ModelList),
+        (status = 200, description = "The served policy, twice, then the versions loaded beside it", body = ModelList),
         (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the `inference` scope", body = ErrorBody),
     ))]

@@ -218,6 +218,27 @@ fn json_event(value: &Value) -> SseEvent {
     SseEvent::default().data(value.to_string())
 }
 
+/// A finished sample as the store keeps it; `adapter_version` only when not the group's.
+pub(crate) fn new_response(
+    id: Uuid,
+    index: i32,
+    s: &FinishedSample,
+    adapter_version: Option<i64>,
+) -> NewResponse {
+    NewResponse {
+        id,
+        index,
+        prompt: None,
+        text: s.text.clone(),
+        token_ids: s.token_ids.clone(),
+        logprobs: s.logprobs.clone(),
+        finish_reason: s.finish_reason.as_str().to_string(),
+        completion_tokens: s.token_ids.len() as i64,
+        latency_ms: s.latency.as_millis() as i64,
+        adapter_version,
+    }
+}
+
 /// Stores the call as one group (kind `samples`) and returns its usage.
 async fn record(
     state: &AppState,
@@ -247,17 +268,7 @@ async fn record(
         created_at: Utc::now(),
         responses: samples
             .iter()
-            .map(|s| NewResponse {
-                id: meta.response_ids[s.index as usize],
-                index: s.index as i32,
-                prompt: None,
-                text: s.text.clone(),
-                token_ids: s.token_ids.clone(),
-                logprobs: s.logprobs.clone(),
-                finish_reason: s.finish_reason.as_str().to_string(),
-                completion_tokens: s.token_ids.len() as i64,
-                latency_ms: s.latency.as_millis() as i64,
-            })
+            .map(|s| new_response(meta.response_ids[s.index as usize], s.index as i32, s, None))
             .collect(),
     };
     state.store.insert_group(&group).await?;

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use flywheel_judge::GateConfig;
 use flywheel_trainer::{Algorithm, JobConfig, WorkerConfig};
+
+use crate::arena::duels::DuelConfig;
+use crate::arena::{ArenaConfig, Promotion};
 
 /// Where the store lives; shared by every subcommand that needs it.
 #[derive(Debug, Clone, Args)]
@@ -114,9 +118,11 @@ pub struct WorkerSettings {
     /// Seconds between checks for new judgments.
     #[arg(long, env = "FLYWHEEL_WORKER_INTERVAL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub worker_interval_secs: u64,
-    /// Register new adapters as `ready` without activating them (activate through the admin API).
-    #[arg(long, env = "FLYWHEEL_WORKER_NO_ACTIVATE")]
-    pub no_activate: bool,
+    /// What happens to a new adapter: `gate` (a candidate until blind duels against the
+    /// incumbent promote or retire it), `manual` (a candidate until an admin decides), `always`
+    /// (activated at once, unchecked).
+    #[arg(long, env = "FLYWHEEL_PROMOTION", value_enum, default_value_t = Promotion::Gate)]
+    pub promotion: Promotion,
     #[command(flatten)]
     pub job: JobArgs,
 }
@@ -126,9 +132,70 @@ impl WorkerSettings {
         WorkerConfig {
             job: self.job.config(self.algo, model),
             min_new_judgments: self.min_new_judgments,
-            activate: !self.no_activate,
+            activate: self.promotion == Promotion::Always,
             interval: Duration::from_secs(self.worker_interval_secs),
         }
+    }
+}
+
+/// How the arena judges candidates (`serve`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Arena")]
+pub struct ArenaArgs {
+    /// Duel judgments needed before the gate promotes or retires a candidate.
+    #[arg(long, env = "FLYWHEEL_GATE_MIN_JUDGMENTS", default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub gate_min_judgments: u64,
+    /// Duel judgments after which a candidate still undecided is retired.
+    #[arg(long, env = "FLYWHEEL_GATE_MAX_JUDGMENTS", default_value_t = 400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub gate_max_judgments: u64,
+    /// Seconds between the arena's looks at its candidates (duels to sample, the gate).
+    #[arg(long, env = "FLYWHEEL_ARENA_INTERVAL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub arena_interval_secs: u64,
+    /// Tokens each side of a duel may generate.
+    #[arg(long, env = "FLYWHEEL_DUEL_MAX_TOKENS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub duel_max_tokens: u32,
+    /// Sampling temperature of duels (both sides use it, with the same seed).
+    #[arg(long, env = "FLYWHEEL_DUEL_TEMPERATURE", default_value_t = 0.7)]
+    pub duel_temperature: f64,
+    /// Do not run the arena in this process: no duels are sampled and the gate does not decide
+    /// here (another replica may).
+    #[arg(long, env = "FLYWHEEL_NO_ARENA")]
+    pub no_arena: bool,
+}
+
+impl ArenaArgs {
+    /// The arena's settings under `promotion`.
+    ///
+    /// # Errors
+    /// A minimum above the maximum, or a temperature outside `[0, 2]`.
+    pub fn config(&self, promotion: Promotion) -> anyhow::Result<ArenaConfig> {
+        if self.gate_min_judgments > self.gate_max_judgments {
+            anyhow::bail!(
+                "--gate-min-judgments ({}) must not exceed --gate-max-judgments ({})",
+                self.gate_min_judgments,
+                self.gate_max_judgments
+            );
+        }
+        if !(0.0..=2.0).contains(&self.duel_temperature) {
+            anyhow::bail!(
+                "--duel-temperature must be from 0 to 2. Given: {}",
+                self.duel_temperature
+            );
+        }
+        Ok(ArenaConfig {
+            promotion,
+            gate: GateConfig {
+                min_judgments: self.gate_min_judgments as usize,
+                max_judgments: self.gate_max_judgments as usize,
+                ..GateConfig::default()
+            },
+            duels: DuelConfig {
+                temperature: self.duel_temperature,
+                max_tokens: self.duel_max_tokens,
+                ..DuelConfig::default()
+            },
+            interval: Duration::from_secs(self.arena_interval_secs),
+        })
     }
 }
 

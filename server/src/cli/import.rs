@@ -218,6 +218,7 @@ async fn imported_group(
         logprobs: vec![],
         finish_reason: "stop".into(),
         latency_ms: 0,
+        adapter_version: None,
     };
     let group = NewGroup {
         id: Uuid::now_v7(),

@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the policy model behind an OpenAI-compatible API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Apply the database migrations and exit.
     Migrate(migrate::MigrateArgs),
     /// Print the OpenAPI document.
@@ -40,13 +40,14 @@ pub enum Command {
     Model(model::ModelArgs),
     /// Create, list and revoke API keys.
     Keys(keys::KeysArgs),
-    /// Train an adapter on stored judgments and register it as `ready`.
+    /// Train an adapter on stored judgments and register it as a candidate.
     Train(train::TrainArgs),
     /// Write judged groups as JSONL (dpo, kto, sppo or raw) with a manifest.
     Export(export::ExportArgs),
     /// Read a preference JSONL (TRL's `dpo` format) into judged groups.
     Import(import::ImportArgs),
-    /// Run the trainer worker alone: train and activate adapters as new judgments arrive.
+    /// Run the trainer worker alone: train candidates (or, under `--promotion always`, active
+    /// adapters) as new judgments arrive.
     Worker(worker::WorkerArgs),
     /// Held-out evaluation prompts (duels are drawn from them; training never reads them).
     EvalPrompts(eval_prompts::EvalPromptsArgs),

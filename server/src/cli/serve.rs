@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use flywheel_trainer::WorkerConfig;
 
-use super::args::{StoreArgs, WorkerSettings};
+use super::args::{ArenaArgs, StoreArgs, WorkerSettings};
 use crate::api::annotation::AnnotationConfig;
 use crate::api::auth::AuthMode;
 use crate::api::ApiConfig;
@@ -37,6 +37,14 @@ pub struct ServeArgs {
     /// CPU decode step.
     #[arg(long, env = "FLYWHEEL_DECODE_SLOTS", default_value_t = if cfg!(feature = "cuda") { 8 } else { 1 })]
     pub decode_slots: usize,
+    /// Adapter versions kept loaded beside the active one (candidates, for duels, pinned requests
+    /// and the canary), memory permitting. Each holds a full copy of the base weights.
+    #[arg(long, env = "FLYWHEEL_MAX_RESIDENT", default_value_t = 1)]
+    pub max_resident: usize,
+    /// The share (0–1) of requests that name no version which go to the newest loaded candidate
+    /// (a canary); each response names the adapter that wrote it.
+    #[arg(long, env = "FLYWHEEL_CANARY_SHARE", default_value_t = 0.0, value_parser = share)]
+    pub canary_share: f64,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "FLYWHEEL_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -72,6 +80,8 @@ pub struct ServeArgs {
     pub adapter_root: Option<PathBuf>,
     #[command(flatten)]
     pub worker: WorkerSettings,
+    #[command(flatten)]
+    pub arena: ArenaArgs,
 }
 
 fn share(value: &str) -> Result<f64, String> {
@@ -85,6 +95,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = args.store.open().await?;
     let (source, default_name) = model_source::resolve(args.model.as_deref()).await?;
     let worker = worker_config(&args, &source);
+    let arena = args.arena.config(args.worker.promotion)?;
     let app = Application::build(AppConfig {
         store,
         source,
@@ -92,6 +103,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         engine: EngineConfig {
             queue_capacity: args.max_queue,
             decode_slots: args.decode_slots,
+            max_resident: args.max_resident,
+            canary_share: args.canary_share,
         },
         api: ApiConfig {
             max_body_bytes: args.max_body_bytes,
@@ -109,6 +122,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         admin_key: args.admin_key.clone(),
         follow_interval: Duration::from_secs(args.follow_interval_secs),
         worker,
+        arena,
+        run_arena: !args.arena.no_arena,
         adapter_root: args
             .adapter_root
             .clone()

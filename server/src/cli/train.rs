@@ -1,5 +1,5 @@
-//! `flywheel train`: one training job on stored judgments, ending in a PEFT adapter registered
-//! `ready` in the store ([`flywheel_trainer::run_job`] says what is recorded when).
+//! `flywheel train`: one training job on stored judgments, ending in a PEFT adapter registered as
+//! a `candidate` in the store ([`flywheel_trainer::run_job`] says what is recorded when).
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -40,7 +40,7 @@ pub async fn run(args: TrainArgs) -> anyhow::Result<()> {
     let store = args.store.open().await?;
     let adapter = train(&store, &args).await?;
     println!(
-        "adapter {} ready at {} (sha256 {})",
+        "adapter {} is a candidate at {} (sha256 {})",
         adapter.version,
         adapter.path.as_deref().unwrap_or_default(),
         adapter.sha256.as_deref().unwrap_or_default()

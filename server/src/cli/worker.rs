@@ -1,6 +1,7 @@
 //! `flywheel worker`: the trainer worker on its own (`serve` runs the same worker in-process unless
 //! `--no-worker`). Whenever enough new judgments of the active adapter's samples arrive, it trains
-//! a child adapter and activates it; servers follow the store and hot-swap.
+//! a child adapter: a candidate for the arena (`--promotion gate`, the default) or an admin
+//! (`manual`), or active at once (`always`), which servers following the store hot-swap to.
 
 use std::path::PathBuf;
 

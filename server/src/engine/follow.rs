@@ -1,11 +1,14 @@
 //! Following the store's active adapter version, so that a version activated elsewhere (by the
-//! trainer worker, or through another replica's admin API) is served here too.
+//! trainer worker, the arena, or another replica's admin API) is served here too; and its
+//! candidates, kept loaded beside it (up to `--max-resident`) for pinned requests, the canary and
+//! duels.
 //!
 //! On Postgres an activation is announced (`LISTEN/NOTIFY`) and heard at once; polling every
 //! interval stays as the fallback, and is all SQLite gets. A version that does not load here is
 //! this replica's trouble: it keeps serving what it has, reports it (`/ready`, the
 //! `flywheel_adapter_load_failures_total` counter, a warning) and retries with backoff. The store
-//! is never written from here.
+//! is written from here only to mark a candidate whose files are at fault (altered, or not fitting
+//! the base) `failed`: every replica would find the same, and a candidate serves no one by default.
 
 use std::time::Duration;
 
@@ -26,13 +29,46 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// A store error, or the version does not load here (counted and logged by the caller's loop);
 /// the engine then keeps serving what it served.
 pub async fn sync_active(store: &Store, engine: &Engine) -> Result<Swapped, SwapError> {
-    let wanted = store.active_adapter_version().await?;
-    let outcome = swap::serve(engine, store, wanted).await;
-    engine.set_target(Target {
-        version: Some(wanted),
-        error: outcome.as_ref().err().map(ToString::to_string),
-    });
-    outcome
+    match swap::serve_active(engine, store).await {
+        Ok((wanted, swapped)) => {
+            engine.set_target(Target {
+                version: Some(wanted),
+                error: None,
+            });
+            Ok(swapped)
+        }
+        Err((wanted, e)) => {
+            if wanted.is_some() {
+                engine.set_target(Target {
+                    version: wanted,
+                    error: Some(e.to_string()),
+                });
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Loads the store's candidates (newest first, up to `--max-resident`) beside the active version
+/// and drops the rest. A candidate whose files are at fault (not the ones registered, or not
+/// fitting the base model) is marked `failed`; one this replica cannot load now (files it cannot
+/// see, memory) is counted, logged and tried again next time.
+///
+/// # Errors
+/// A store error.
+pub async fn sync_resident(store: &Store, engine: &Engine) -> flywheel_store::Result<()> {
+    let candidates = store.candidates().await?;
+    for (version, e) in swap::keep_resident(engine, &candidates).await {
+        engine.inner.metrics.adapter_load_failures.inc();
+        match e {
+            SwapError::Adapter(reason) => {
+                tracing::warn!(version, %reason, "candidate cannot be served; marking it failed");
+                store.fail_adapter(version, &reason).await?;
+            }
+            e => tracing::warn!(version, error = %e, "cannot load the candidate here yet"),
+        }
+    }
+    Ok(())
 }
 
 /// A running follower; dropping it stops it.
@@ -63,7 +99,11 @@ pub fn spawn_follower(store: Store, engine: Engine, interval: Duration) -> Follo
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
-            match sync_active(&store, &engine).await {
+            let synced = sync_active(&store, &engine).await;
+            if let Err(e) = sync_resident(&store, &engine).await {
+                tracing::warn!(error = %e, "cannot read the candidates");
+            }
+            match synced {
                 Ok(_) => {
                     wait = interval;
                     retry = FIRST_RETRY;

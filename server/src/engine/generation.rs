@@ -31,6 +31,9 @@ pub enum AdmitError {
     /// The admission queue is full.
     #[error("the server is at capacity ({capacity} requests queued); retry later")]
     Overloaded { capacity: usize },
+    /// A pinned version that is neither active nor resident here.
+    #[error("adapter version {version} is not loaded on this server (loaded: {loaded:?})")]
+    NotLoaded { version: i64, loaded: Vec<i64> },
     #[error("cannot tokenize the prompt: {0}")]
     Tokenize(String),
     #[error("the prompt is empty")]
@@ -56,6 +59,9 @@ pub struct Generation {
     pub(crate) tokenizer: Tokenizer,
     pub(crate) eos: Vec<u32>,
     pub max_context: usize,
+    /// The LoRA name (a vLLM `lora_name`) its adapter was registered under, if any: requests may
+    /// name it as their `model` while this generation is loaded, active or resident.
+    pub alias: Option<String>,
 }
 
 impl Generation {
@@ -111,6 +117,7 @@ impl Generation {
             tokenizer,
             eos,
             max_context,
+            alias: None,
         })
     }
 

@@ -19,6 +19,7 @@ mod token_bytes;
 
 pub use generation::{AdmitError, ChatMessage, Generation, Prompt};
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -101,6 +102,11 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// Samples decoding at once. 1 on CPU (see the module docs).
     pub decode_slots: usize,
+    /// Generations kept loaded besides the active one (candidates), memory permitting.
+    pub max_resident: usize,
+    /// The share of requests that do not name a version which go to the newest resident
+    /// candidate (the canary), in `[0, 1]`.
+    pub canary_share: f64,
 }
 
 impl Default for EngineConfig {
@@ -108,8 +114,19 @@ impl Default for EngineConfig {
         EngineConfig {
             queue_capacity: 64,
             decode_slots: 1,
+            max_resident: 1,
+            canary_share: 0.0,
         }
     }
+}
+
+/// Which generation a request runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The active one, or the canary for `canary_share` of requests.
+    Default,
+    /// This version, if it is loaded here (active or resident).
+    Pinned(i64),
 }
 
 /// The version the store says is active, as this server last read it, and why it does not serve
@@ -131,6 +148,9 @@ struct Inner {
     /// The generation new requests start on. A std `RwLock`: it is held only to clone or
     /// replace the `Arc`, never across an await.
     active: RwLock<Arc<Generation>>,
+    /// Other loaded generations by version (candidates), changed only by [`swap`]; a std
+    /// `RwLock` held only to clone or edit the map.
+    resident: RwLock<BTreeMap<i64, Arc<Generation>>>,
     admission: Arc<Semaphore>,
     decode: Arc<Semaphore>,
     /// Held by [`swap`] while it moves the engine to another generation, so two swaps never hold
@@ -169,6 +189,7 @@ impl Engine {
     pub fn new(generation: Generation, config: EngineConfig, metrics: Metrics) -> Self {
         let inner = Inner {
             active: RwLock::new(Arc::new(generation)),
+            resident: RwLock::new(BTreeMap::new()),
             admission: Arc::new(Semaphore::new(config.queue_capacity)),
             decode: Arc::new(Semaphore::new(config.decode_slots.max(1))),
             swapping: tokio::sync::Mutex::new(()),
@@ -191,12 +212,84 @@ impl Engine {
 
     /// Makes `next` the generation new requests start on; running requests finish on theirs.
     /// Only [`swap`] calls it.
-    fn replace(&self, next: Generation) -> Arc<Generation> {
-        let next = Arc::new(next);
+    fn replace(&self, next: Arc<Generation>) -> Arc<Generation> {
         std::mem::replace(
             &mut *self.inner.active.write().expect("lock poisoned"),
             next,
         )
+    }
+
+    /// The versions loaded besides the active one, with their aliases, lowest first.
+    pub fn resident(&self) -> Vec<(i64, Option<String>)> {
+        self.residents()
+            .iter()
+            .map(|(v, g)| (*v, g.alias.clone()))
+            .collect()
+    }
+
+    pub(crate) fn residents(&self) -> BTreeMap<i64, Arc<Generation>> {
+        self.inner.resident.read().expect("lock poisoned").clone()
+    }
+
+    /// Replaces the resident set. Only [`swap`] calls it.
+    fn set_residents(&self, residents: BTreeMap<i64, Arc<Generation>>) {
+        *self.inner.resident.write().expect("lock poisoned") = residents;
+    }
+
+    /// The generation of `version` if it is loaded here, active or resident.
+    pub fn loaded(&self, version: i64) -> Option<Arc<Generation>> {
+        let active = self.active();
+        if active.version == version {
+            return Some(active);
+        }
+        self.inner
+            .resident
+            .read()
+            .expect("lock poisoned")
+            .get(&version)
+            .cloned()
+    }
+
+    /// The loaded version called `alias` (a vLLM `lora_name`): the active one (a loaded LoRA
+    /// that was promoted keeps its name) or a resident one.
+    pub fn version_of_alias(&self, alias: &str) -> Option<i64> {
+        let active = self.active();
+        if active.alias.as_deref() == Some(alias) {
+            return Some(active.version);
+        }
+        self.inner
+            .resident
+            .read()
+            .expect("lock poisoned")
+            .iter()
+            .find(|(_, g)| g.alias.as_deref() == Some(alias))
+            .map(|(v, _)| *v)
+    }
+
+    /// The generation a request on `route` starts on.
+    fn pick(&self, route: Route) -> Result<Arc<Generation>, AdmitError> {
+        match route {
+            Route::Pinned(version) => self.loaded(version).ok_or_else(|| AdmitError::NotLoaded {
+                version,
+                loaded: std::iter::once(self.active().version)
+                    .chain(self.resident().into_iter().map(|(v, _)| v))
+                    .collect(),
+            }),
+            Route::Default => {
+                let share = self.inner.config.canary_share;
+                if share > 0.0 && rand::random::<f64>() < share {
+                    let canary = self.inner.resident.read().expect("lock poisoned");
+                    if let Some((_, newest)) = canary.iter().next_back() {
+                        return Ok(newest.clone());
+                    }
+                }
+                Ok(self.active())
+            }
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
     }
 
     /// The version the store asks this server to serve, and why it does not serve it, if so.
@@ -209,11 +302,18 @@ impl Engine {
         *self.inner.target.write().expect("lock poisoned") = target;
     }
 
-    /// Takes a queue slot, pins the active generation, tokenizes and checks the prompt length.
+    /// Takes a queue slot, pins the generation `route` names, tokenizes and checks the prompt
+    /// length.
     ///
     /// # Errors
-    /// [`AdmitError`]: a full queue, or a prompt (with `max_tokens`) that does not fit.
-    pub async fn admit(&self, prompt: &Prompt, sampling: Sampling) -> Result<Admitted, AdmitError> {
+    /// [`AdmitError`]: a full queue, a version not loaded here, or a prompt (with `max_tokens`)
+    /// that does not fit.
+    pub async fn admit(
+        &self,
+        prompt: &Prompt,
+        sampling: Sampling,
+        route: Route,
+    ) -> Result<Admitted, AdmitError> {
         let permit = self
             .inner
             .admission
@@ -227,7 +327,7 @@ impl Engine {
             _permit: permit,
             metrics: self.inner.metrics.clone(),
         };
-        let generation = self.active();
+        let generation = self.pick(route)?;
         let prompt_ids = generation.prompt_ids(prompt).await?;
         let (context, prompt_len) = (generation.max_context, prompt_ids.len());
         let room = (context - prompt_len) as u32;

@@ -70,7 +70,7 @@ fn write_zero_adapter(dir: &Path, rank: usize) {
 }
 
 #[tokio::test]
-async fn an_adapter_trained_elsewhere_is_registered_ready_and_then_served() {
+async fn an_adapter_trained_elsewhere_is_registered_as_a_candidate_and_then_served() {
     // Arrange
     let (app, _tmp, root) = app_with_root().await;
     let dir = write_adapter(&root.join("trl-run-42"), 21);
@@ -86,17 +86,17 @@ async fn an_adapter_trained_elsewhere_is_registered_ready_and_then_served() {
     assert_eq!(response.status(), 201);
     let adapter: Value = response.json().await.unwrap();
     let version = adapter["version"].as_i64().unwrap();
-    assert_eq!(adapter["status"], "ready");
+    assert_eq!(adapter["status"], "candidate");
     assert_eq!(adapter["algorithm"], "external");
     assert_eq!(adapter["parent_version"], 0);
     assert_eq!(adapter["note"], "TRL DPO, cluster job 42");
     let canonical = dir.canonicalize().unwrap();
     assert_eq!(adapter["path"], canonical.display().to_string());
     assert_eq!(adapter["sha256"], files_sha256(&canonical).unwrap());
-    assert_eq!(
-        app.get_json(&format!("/v1/adapters/{version}")).await,
-        adapter
-    );
+    let mut shown = app.get_json(&format!("/v1/adapters/{version}")).await;
+    assert_eq!(shown["decisions"], json!([]), "no decision yet");
+    shown.as_object_mut().unwrap().remove("decisions");
+    assert_eq!(shown, adapter);
 
     let activated = app
         .post(&format!("/v1/adapters/{version}/activate"), &json!({}))

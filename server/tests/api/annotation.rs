@@ -185,6 +185,7 @@ async fn groups_of_the_active_policy_come_first() {
                 finish_reason: "stop".into(),
                 completion_tokens: 1,
                 latency_ms: 1,
+                adapter_version: None,
             })
             .collect(),
     };

@@ -148,6 +148,7 @@ async fn a_full_queue_answers_503_with_retry_after_and_recovers() {
         engine: EngineConfig {
             queue_capacity: 1,
             decode_slots: 1,
+            ..Default::default()
         },
         ..Default::default()
     })

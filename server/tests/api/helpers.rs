@@ -6,6 +6,7 @@
 use flywheel_server::api::annotation::AnnotationConfig;
 use flywheel_server::api::auth::{generate_secret, AuthMode};
 use flywheel_server::api::ApiConfig;
+use flywheel_server::arena::ArenaConfig;
 use flywheel_server::engine::{swap, Engine, EngineConfig};
 use flywheel_server::model_source::ModelSource;
 use flywheel_server::startup::{AppConfig, Application};
@@ -40,6 +41,9 @@ pub struct AppOptions {
     pub annotation: AnnotationConfig,
     /// Where `POST /v1/adapters` may register from (default: an empty temporary directory).
     pub adapter_root: Option<PathBuf>,
+    /// Run the arena in the app with these settings (default: no arena task; the routes see
+    /// `ArenaConfig::default()`).
+    pub arena: Option<ArenaConfig>,
 }
 
 impl Default for AppOptions {
@@ -53,6 +57,7 @@ impl Default for AppOptions {
             auth: AuthMode::Required,
             annotation: AnnotationConfig::default(),
             adapter_root: None,
+            arena: None,
         }
     }
 }
@@ -104,6 +109,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         admin_key: None,
         follow_interval: options.follow_interval,
         worker: options.worker,
+        run_arena: options.arena.is_some(),
+        arena: options.arena.unwrap_or_default(),
         adapter_root: options
             .adapter_root
             .unwrap_or_else(|| data.path().join("adapters")),
@@ -137,6 +144,7 @@ pub async fn register_adapter(store: &Store, dir: Option<&Path>) -> i64 {
             sha256: None,
             status: AdapterStatus::Ready,
             note: None,
+            name: None,
         })
         .await
         .unwrap()

@@ -152,7 +152,11 @@ async fn a_failed_load_leaves_the_old_generation_serving() {
 
     let result = swap::serve(&app.engine, &app.store, version).await;
 
-    assert!(matches!(result, Err(SwapError::Adapter(_))), "{result:?}");
+    // Its weights are missing: unreadable here, which only a deliberate act holds against it.
+    assert!(
+        matches!(result, Err(SwapError::Unreadable(_))),
+        "{result:?}"
+    );
     assert_eq!(answer(&app).await.1, 0);
     assert_eq!(
         app.store.get_adapter(version).await.unwrap().status,

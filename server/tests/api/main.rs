@@ -3,6 +3,7 @@
 mod adapters;
 mod annotation;
 mod annotators;
+mod arena;
 mod auth;
 mod chat;
 mod completions;

@@ -1,11 +1,12 @@
 //! Several `flywheel serve` processes on one Postgres database, as behind a load balancer: they hear
-//! an activation at once (`LISTEN/NOTIFY`), and one replica's trouble stays its own.
+//! an activation at once (`LISTEN/NOTIFY`), one replica's trouble stays its own, and replicas that
+//! all run the arena converge on the one candidate the gate promotes.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flywheel_store::Store;
+use flywheel_store::{AdapterStatus, NewAdapter, Store};
 use serde_json::{json, Value};
 
 use crate::helpers::{postgres_available, postgres_database, register_adapter, tiny_model_dir};
@@ -35,6 +36,11 @@ fn free_port() -> u16 {
 /// Starts a replica on `database`; `hide` mounts an empty directory over that path for this
 /// process alone (a missing volume), through a private mount namespace.
 async fn start_replica(database: &str, hide: Option<&Path>) -> Replica {
+    start_replica_with(database, hide, &[]).await
+}
+
+/// [`start_replica`] with extra `flywheel serve` flags.
+async fn start_replica_with(database: &str, hide: Option<&Path>, flags: &[&str]) -> Replica {
     let port = free_port();
     let bin = env!("CARGO_BIN_EXE_flywheel");
     let mut command = match hide {
@@ -59,6 +65,7 @@ async fn start_replica(database: &str, hide: Option<&Path>) -> Replica {
         .args(["--port", &port.to_string()])
         // Polling so slow that only an announcement explains a fast follow.
         .args(["--follow-interval-secs", "60"])
+        .args(flags)
         .env("DATABASE_URL", database)
         .env("FLYWHEEL_ADMIN_KEY", ADMIN_KEY)
         .env("RUST_LOG", "warn")
@@ -225,4 +232,133 @@ async fn a_replica_that_cannot_see_the_adapters_keeps_serving_and_rolls_back_nob
         .unwrap_or(0.0);
     assert!(failures >= 2.0, "retried with backoff: {failures}");
     assert_eq!(sighted.ready().await["status"], "ready");
+}
+
+#[tokio::test]
+async fn replicas_running_the_arena_converge_on_the_candidate_the_gate_promotes() {
+    if !postgres_available().await {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let url = postgres_database().await;
+    let store = Store::connect(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let dir = write_adapter(&root.path().join("adapters").join("1"), 11);
+    let candidate = store
+        .insert_adapter(&NewAdapter {
+            parent_version: 0,
+            algorithm: "dpo".into(),
+            train_run_id: None,
+            path: Some(dir.display().to_string()),
+            sha256: None,
+            status: AdapterStatus::Candidate,
+            note: None,
+            name: None,
+        })
+        .await
+        .unwrap()
+        .version;
+    let arena = [
+        "--gate-min-judgments",
+        "6",
+        "--gate-max-judgments",
+        "30",
+        "--arena-interval-secs",
+        "1",
+        "--duel-max-tokens",
+        "3",
+    ];
+    let first = start_replica_with(&url, None, &arena).await;
+    let second = start_replica_with(&url, None, &arena).await;
+    let prompts: Vec<Value> = (0..4)
+        .map(|i| json!({"messages": [{"role": "user", "content": format!("question {i}")}]}))
+        .collect();
+    let posted = first
+        .client
+        .post(first.url("/v1/eval-prompts"))
+        .json(&json!({ "eval_prompts": prompts }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+
+    // A scripted judge that prefers whichever side the candidate wrote, through either replica.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut judged = 0;
+    while store.active_adapter_version().await.unwrap() != candidate {
+        assert!(
+            Instant::now() < deadline,
+            "no promotion after {judged} judgments"
+        );
+        let replica = if judged % 2 == 0 { &first } else { &second };
+        if judge_next_for_candidate(replica, candidate).await {
+            judged += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    for replica in [&first, &second] {
+        until(replica, Duration::from_secs(5), |r| {
+            r["adapter"] == candidate
+        })
+        .await;
+        assert_eq!(replica.answer().await, candidate);
+    }
+    let decisions = store.adapter_decisions(candidate).await.unwrap();
+    assert_eq!(
+        decisions.len(),
+        1,
+        "one decision, whichever replica made it"
+    );
+    assert_eq!(decisions[0].rule, "lower_bound_above_half");
+    assert!(decisions[0].evidence.judgments >= 6);
+}
+
+/// Takes the next pair on `replica` and judges the candidate's side better; `false` when the queue
+/// had nothing.
+async fn judge_next_for_candidate(replica: &Replica, candidate: i64) -> bool {
+    let next = replica
+        .client
+        .get(replica.url("/v1/annotation/next?annotator=script"))
+        .send()
+        .await
+        .unwrap();
+    if next.status() == 204 {
+        return false;
+    }
+    assert_eq!(next.status(), 200);
+    let item: Value = next.json().await.unwrap();
+    let left = item["left"]["response_id"].as_str().unwrap();
+    let shown: Value = replica
+        .client
+        .get(replica.url(&format!("/v1/responses/{left}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let outcome = if shown["adapter_version"] == candidate {
+        "a"
+    } else {
+        "b"
+    };
+    let posted = replica
+        .client
+        .post(replica.url("/v1/judgments"))
+        .json(&json!({
+            "group_id": item["group_id"],
+            "response_a": item["left"]["response_id"],
+            "response_b": item["right"]["response_id"],
+            "outcome": outcome,
+            "annotator": "script",
+            "source": "rule",
+            "assignment_id": item["assignment_id"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    true
 }

@@ -4,7 +4,7 @@
 //! unless CI is set.
 
 use flywheel_server::engine::{
-    ChatMessage, Engine, EngineConfig, Event, Generation, Prompt, Sampling,
+    ChatMessage, Engine, EngineConfig, Event, Generation, Prompt, Route, Sampling,
 };
 use flywheel_server::metrics::Metrics;
 use flywheel_server::model_source::ModelSource;
@@ -39,7 +39,12 @@ async fn greedy_answer(engine: &Engine, question: &str) -> String {
         presence_penalty: None,
         frequency_penalty: None,
     };
-    let admitted = Arc::new(engine.admit(&prompt, sampling).await.unwrap());
+    let admitted = Arc::new(
+        engine
+            .admit(&prompt, sampling, Route::Default)
+            .await
+            .unwrap(),
+    );
     let mut events = engine.start(admitted);
     while let Some(event) = events.recv().await {
         match event {

@@ -198,7 +198,7 @@ pub async fn judge(app: &TestApp, id: Uuid) {
 }
 
 #[tokio::test]
-async fn flywheel_train_turns_stored_judgments_into_a_ready_adapter_the_engine_serves() {
+async fn flywheel_train_turns_stored_judgments_into_a_candidate_adapter_the_engine_serves() {
     // Arrange
     let app = spawn_app().await;
     for (i, prompt) in ["Name a colour", "Name an animal"].iter().enumerate() {
@@ -221,7 +221,7 @@ async fn flywheel_train_turns_stored_judgments_into_a_ready_adapter_the_engine_s
 
     // Assert
     assert_eq!(adapter.version, 1);
-    assert_eq!(adapter.status, AdapterStatus::Ready);
+    assert_eq!(adapter.status, AdapterStatus::Candidate);
     assert_eq!(adapter.parent_version, Some(0));
     assert_eq!(adapter.algorithm, "dpo");
     assert_eq!(Path::new(&path), out.path().join("1"));
@@ -239,7 +239,7 @@ async fn flywheel_train_turns_stored_judgments_into_a_ready_adapter_the_engine_s
 }
 
 #[tokio::test]
-async fn a_train_run_without_usable_pairs_fails_and_leaves_no_ready_adapter_behind() {
+async fn a_train_run_without_usable_pairs_fails_and_leaves_no_servable_adapter_behind() {
     // Arrange: samples, but no judgments.
     let app = spawn_app().await;
     sample(&app, "Nobody judges this", 2, 3).await;

@@ -1,5 +1,6 @@
 //! The trainer worker and the server following the store: enough new judgments train a child of
-//! the active adapter, which becomes active, and the engine swaps to it.
+//! the active adapter, which (under `--promotion always`) becomes active, and the engine swaps to
+//! it. The worker under the gate: `arena.rs`.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use flywheel_trainer::{try_train_once, Algorithm, JobConfig, Outcome, WorkerConf
 use crate::helpers::{greedy, spawn_app, tiny_model_dir};
 use crate::training::{judge, sample};
 
-fn worker_config(out: &std::path::Path, min_new_judgments: i64) -> WorkerConfig {
+pub fn worker_config(out: &std::path::Path, min_new_judgments: i64) -> WorkerConfig {
     WorkerConfig {
         job: JobConfig {
             algorithm: Algorithm::Dpo,
@@ -111,6 +112,7 @@ async fn an_active_adapter_that_does_not_load_here_leaves_the_store_alone_and_th
             sha256: Some("ab".repeat(32)),
             status: AdapterStatus::Ready,
             note: None,
+            name: None,
         })
         .await
         .unwrap();

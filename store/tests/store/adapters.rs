@@ -44,6 +44,7 @@ async fn a_registered_adapter_keeps_its_note_and_provenance() {
             sha256: Some("cd".repeat(32)),
             status: AdapterStatus::Ready,
             note: Some("TRL DPO on the cluster, job 42".into()),
+            name: None,
         };
 
         // Act

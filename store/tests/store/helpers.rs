@@ -153,5 +153,6 @@ fn response(index: usize) -> NewResponse {
         finish_reason: "stop".into(),
         completion_tokens: 3,
         latency_ms: 200 + index as i64,
+        adapter_version: None,
     }
 }

@@ -3,6 +3,7 @@
 mod adapters;
 mod agreement;
 mod api_keys;
+mod arena;
 mod connect;
 mod eval_prompts;
 mod groups;

@@ -42,6 +42,7 @@ fn ready(parent_version: i64) -> NewAdapter {
         sha256: Some("ab".repeat(32)),
         status: AdapterStatus::Ready,
         note: None,
+        name: None,
     }
 }
 
@@ -93,7 +94,7 @@ async fn step_metrics_read_back_in_step_order_and_a_step_is_recorded_once() {
 }
 
 #[tokio::test]
-async fn a_finished_run_makes_its_adapter_ready_with_its_files() {
+async fn a_finished_run_makes_its_adapter_a_candidate_with_its_files() {
     on_each_backend(|store| async move {
         // Arrange
         let run = store.create_train_run(&new_run(0)).await.unwrap();
@@ -107,7 +108,7 @@ async fn a_finished_run_makes_its_adapter_ready_with_its_files() {
 
         // Assert
         assert_eq!(adapter.version, 1);
-        assert_eq!(adapter.status, AdapterStatus::Ready);
+        assert_eq!(adapter.status, AdapterStatus::Candidate);
         assert_eq!(adapter.path.as_deref(), Some("adapters/1"));
         assert_eq!(adapter.sha256, Some("cd".repeat(32)));
         let run = store.get_train_run(run.id).await.unwrap();

@@ -1,9 +1,9 @@
-//! One training job against the store, ending in a PEFT adapter registered `ready`: what
+//! One training job against the store, ending in a PEFT adapter registered as a `candidate`: what
 //! `flywheel train` runs once and the worker runs whenever enough new judgments arrive.
 //!
 //! The run is recorded before any work starts (status `running`, with the next adapter version
 //! reserved as `training`), each step's metrics as it goes, and its end together with the
-//! adapter's: `succeeded` + `ready`, or `failed` + `failed` with the error. The adapter directory
+//! adapter's: `succeeded` + `candidate`, or `failed` + `failed` with the error. The adapter directory
 //! is written atomically under `<out_dir>/<version>/` and removed again if registering it fails, so
 //! no partial adapter and no successful run without one is ever left behind.
 //!
@@ -267,7 +267,7 @@ async fn execute(
     let adapter = store
         .finish_train_run(run.id, &dir.display().to_string(), &sha256)
         .await?;
-    tracing::info!(run = %run.id, version = adapter.version, "adapter ready");
+    tracing::info!(run = %run.id, version = adapter.version, "adapter registered as a candidate");
     Ok(adapter)
 }
 

@@ -3,7 +3,7 @@
 //!
 //! - `stored`: the store's judged groups (served prompt ids, responses, judgments) → pairs
 //!   ([`pairs_from_store`]).
-//! - `job`: one training job, from recorded run to `ready` adapter ([`run_job`]).
+//! - `job`: one training job, from recorded run to a `candidate` adapter ([`run_job`]).
 //! - `worker`: trains whenever enough new judgments arrive: the unit of work
 //!   ([`try_train_once`]), the sleep policy ([`run_every`]) and the stop ([`WorkerGuard`]).
 

@@ -1,6 +1,8 @@
 //! The background trainer: whenever enough judgments arrived since the last run, train a child of
-//! the active adapter on its own samples and (optionally) make it active; servers follow the
-//! store's active version and hot-swap.
+//! the active adapter (the incumbent) on the incumbent's own samples. The child is a candidate:
+//! the arena promotes or retires it, or, with `activate` (`--promotion always`), it is made active
+//! at once. While a candidate waits for its verdict no other is trained, so candidates never pile
+//! up and each is judged against the incumbent it was trained from.
 //!
 //! Built like an email-delivery worker: [`try_train_once`] is the unit of work, which tests call
 //! directly; [`run_every`] is the sleep policy around it; [`WorkerGuard`] stops the loop (and a job
@@ -11,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flywheel_store::Store;
+use flywheel_store::{NewDecision, Store};
 use tokio::task::JoinHandle;
 
 use super::job::{run_job, JobConfig, Progress};
@@ -23,7 +25,8 @@ pub struct WorkerConfig {
     pub job: JobConfig,
     /// Judgments of the active adapter's samples, made since the last run began, needed to train.
     pub min_new_judgments: i64,
-    /// Make each new adapter active (servers following the store hot-swap to it).
+    /// Make each new adapter active at once, unchecked (`--promotion always`); otherwise it stays
+    /// a candidate for the arena, and training waits until no candidate is left.
     pub activate: bool,
     /// Time between checks for new judgments.
     pub interval: Duration,
@@ -36,6 +39,8 @@ pub enum Outcome {
     Trained(i64),
     /// Too few new judgments; nothing recorded.
     NothingNew,
+    /// A candidate still waits for the arena's verdict; nothing recorded.
+    CandidatePending(i64),
 }
 
 /// Trains once if at least `min_new_judgments` judgments of the active adapter's samples arrived
@@ -49,6 +54,15 @@ pub async fn try_train_once(
     config: &WorkerConfig,
     cancel: &Arc<AtomicBool>,
 ) -> anyhow::Result<Outcome> {
+    if !config.activate {
+        if let Some(pending) = store.candidates().await?.first() {
+            tracing::debug!(
+                candidate = pending.version,
+                "a candidate waits for the arena; not training another"
+            );
+            return Ok(Outcome::CandidatePending(pending.version));
+        }
+    }
     let parent = store.active_adapter_version().await?;
     let since = store.latest_train_run().await?.map(|run| run.data_until);
     let version = (!config.job.all_versions).then_some(parent);
@@ -83,8 +97,22 @@ pub async fn try_train_once(
     };
     let adapter = run_job(store, &job, cancel, &mut log).await?;
     if config.activate {
-        store.activate_adapter(adapter.version).await?;
-        tracing::info!(version = adapter.version, "activated the new adapter");
+        match store
+            .promote_adapter(adapter.version, parent, &NewDecision::always())
+            .await
+        {
+            Ok(_) => tracing::info!(version = adapter.version, "activated the new adapter"),
+            // Someone changed the active version while this one trained: it stays a candidate.
+            Err(flywheel_store::Error::Conflict(message)) => {
+                tracing::warn!(version = adapter.version, %message, "not activated")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        tracing::info!(
+            version = adapter.version,
+            "a new candidate waits for the arena"
+        );
     }
     Ok(Outcome::Trained(adapter.version))
 }
@@ -102,7 +130,7 @@ where
     loop {
         match work().await {
             Ok(Outcome::Trained(_)) => continue,
-            Ok(Outcome::NothingNew) => {}
+            Ok(Outcome::NothingNew | Outcome::CandidatePending(_)) => {}
             Err(e) => tracing::error!(error.cause_chain = ?e, "training failed"),
         }
         sleep(interval).await;
