@@ -1,9 +1,9 @@
 //! Flywheel's server: serve a policy, log every sample, take judgments, hot-swap adapters.
 //!
 //! # Layout
-//! - `cli`: the `flywheel` subcommands, one file each (`serve`, `worker`, `migrate`, `openapi`,
-//!   `model`, `train`, `keys`, `export`, `import`, `eval-prompts`); `cli::args` holds the flag
-//!   groups they share.
+//! - `cli`: the `flywheel` subcommands, one file each (`serve`, `worker`, `judge`, `migrate`,
+//!   `openapi`, `model`, `train`, `keys`, `export`, `import`, `eval-prompts`); `cli::args` holds
+//!   the flag groups they share.
 //! - `api`: the axum routes (one resource a file), scoped API keys (`auth`), the OpenAI error
 //!   shape, the OpenAPI document.
 //! - `engine`: admission queue, the active generation of the policy, sampling through mistral.rs;
@@ -18,6 +18,8 @@
 //! - `eval_prompts`: parsing held-out evaluation prompts (chat messages checked as the chat API
 //!   checks them), shared by `POST /v1/eval-prompts` and `flywheel eval-prompts import`.
 //! - `export`: judged groups as JSONL in trainers' formats (dpo, kto, sppo, raw) + a manifest.
+//! - `judges`: the automatic judges of `flywheel judge` (LLM, self-reference, program), clients of
+//!   the public API like any annotator.
 //! - `judging`: the store's judgments in `flywheel_judge`'s terms (comparisons, agreement), mapped
 //!   once for every route that estimates from them.
 //! - `metrics`: the `flywheel_*` Prometheus metrics.
@@ -32,6 +34,7 @@ pub mod engine;
 pub mod eval_prompts;
 pub mod export;
 pub mod import;
+pub mod judges;
 pub mod judging;
 pub mod metrics;
 pub mod model_source;

@@ -19,6 +19,7 @@ fn main() -> anyhow::Result<()> {
             Command::Import(args) => cli::import::run(args).await,
             Command::Worker(args) => cli::worker::run(args).await,
             Command::EvalPrompts(args) => cli::eval_prompts::run(args).await,
+            Command::Judge(args) => cli::judge::run(*args).await,
         }
     })
 }

@@ -5,6 +5,7 @@ pub mod args;
 pub mod eval_prompts;
 pub mod export;
 pub mod import;
+pub mod judge;
 pub mod keys;
 pub mod migrate;
 pub mod model;
@@ -51,4 +52,7 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     /// Held-out evaluation prompts (duels are drawn from them; training never reads them).
     EvalPrompts(eval_prompts::EvalPromptsArgs),
+    /// Run an automatic judge: take pairs from a server's annotation queue and post judgments
+    /// (an LLM judge, a self-reference judge, or any program).
+    Judge(Box<judge::JudgeArgs>),
 }

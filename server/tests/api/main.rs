@@ -15,6 +15,7 @@ mod groups;
 mod helpers;
 mod hot_swap;
 mod imports;
+mod judges;
 mod judgments;
 mod ops;
 mod replicas;
