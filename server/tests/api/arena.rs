@@ -808,7 +808,11 @@ async fn a_name_unloaded_can_be_loaded_again_as_vllm_tooling_does() {
     let (app, root) = app_with_root(AppOptions::default()).await;
     write_adapter(&root.path().join("tone"), 15);
     write_adapter(&root.path().join("tone-fixed"), 16);
-    let first: Value = load_lora(&app, "tone-v1", "tone").await.json().await.unwrap();
+    let first: Value = load_lora(&app, "tone-v1", "tone")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(unload_lora(&app, "tone-v1").await.status(), 200);
 
     // Act
@@ -818,8 +822,14 @@ async fn a_name_unloaded_can_be_loaded_again_as_vllm_tooling_does() {
     assert_eq!(again.status(), 200);
     let again: Value = again.json().await.unwrap();
     assert_ne!(again["version"], first["version"]);
-    assert_eq!(answered_by(&app, "tone-v1").await, again["version"].as_i64().unwrap());
-    assert_eq!(adapter(&app, first["version"].as_i64().unwrap()).await["name"], "tone-v1");
+    assert_eq!(
+        answered_by(&app, "tone-v1").await,
+        again["version"].as_i64().unwrap()
+    );
+    assert_eq!(
+        adapter(&app, first["version"].as_i64().unwrap()).await["name"],
+        "tone-v1"
+    );
 }
 
 #[tokio::test]
