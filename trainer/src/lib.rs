@@ -9,7 +9,10 @@
 //!   π_t per pass.
 //! - `learning`: the [`Objective`] trait and one file per loss ([`Sppo`], [`Inpo`], [`Dpo`],
 //!   [`Ipo`], [`Rpo`]); judged groups → best-versus-worst pairs ([`group_pair`], win-rates from
-//!   `flywheel_judge`); the training step ([`Trainer`]); AdamW ([`OptimConfig`]).
+//!   `flywheel_judge`); the training step ([`Trainer`]); AdamW ([`OptimConfig`]). Beside the
+//!   pairwise losses, the token-level GRPO family on scalar rewards ([`Grpo`], [`group_advantages`])
+//!   and consistency-GRPO's rewards ([`UnitExtractor`], [`consistency_rewards`]; §5.2, our
+//!   proposal).
 //! - `files`: PEFT adapter files, written atomically with a sha256 ([`write_adapter`]); base
 //!   model files ([`Model::load`] from an HF directory or a GGUF; [`import_gguf`];
 //!   [`write_tiny_llama`], the test fixture).
@@ -36,9 +39,13 @@ pub use files::{
     ImportSummary, ModelFileError, IMPORT_MARKER, TINY_SPECIAL_TOKENS,
 };
 pub use learning::{
-    build_pairs, group_pair, prepare_pairs, Candidate, Dpo, Inpo, Ipo, JudgedGroup, Objective,
-    OptimConfig, PairBatch, PairExample, PairSelection, PreparedPair, Reference, Rpo, Schedule,
-    Sppo, SppoVariant, StepMetrics, TrainConfig, Trainer,
+    build_pairs, canonical_unit, consistency_entropy, consistency_rewards, group_advantages,
+    group_pair, helpfulness, is_zero_variance, jaccard, loo_agreement, prepare_pairs, stability,
+    AdvantageConfig, Aggregation, Baseline, Candidate, ConsistencyConfig, ConsistencyRewards, Dpo,
+    ExtractorSpec, Grpo, GrpoStats, Inpo, Ipo, ItemSpec, JudgedGroup, Objective, OptimConfig,
+    PairBatch, PairExample, PairSelection, PatternSpec, PreparedPair, Reference, RewardStd, Rpo,
+    ScaleRewards, Schedule, Sppo, SppoVariant, StabilityMeasure, StepMetrics, TokenBatch,
+    TrainConfig, Trainer, UnitExtractor, UnitSet, EXTRACTOR_CODE_VERSION,
 };
 pub use model::{
     sequence_logprobs, Adapter, Config, LoraConfig, LoraModule, LoraWeights, Model, Sequence,

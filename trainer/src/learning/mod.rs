@@ -3,21 +3,37 @@
 //!
 //! - `objectives`: the [`Objective`] trait and one file per loss ([`Sppo`], [`Inpo`], [`Dpo`],
 //!   [`Ipo`], [`Rpo`]), as `research/algorithms.md` defines them.
+//! - `grpo`: the token-level GRPO family ([`Grpo`]: DeepSeekMath, DAPO, Dr. GRPO, RLOO; §4) on
+//!   scalar rewards: advantages ([`group_advantages`]), the clipped surrogate against the behaviour
+//!   log-probs with k3 KL, and the four aggregations ([`Aggregation`]).
+//! - `consistency`: consistency-GRPO's rewards (§5.2, our proposal, not the paper's formulas): the
+//!   versioned information-unit extractor ([`UnitExtractor`]) and [`consistency_rewards`].
 //! - `data`: judged groups → best-versus-worst pairs with win-rates ([`group_pair`]), estimated by
 //!   `flywheel_judge`.
 //! - `train`: frozen log-probs once per pair ([`prepare_pairs`]), then [`Trainer::step`].
 //! - `grad`: per-sequence backward, with optional per-layer recomputation.
 //! - `optim`: AdamW on the LoRA parameters, clipping, warmup + decay ([`OptimConfig`]).
 
+mod consistency;
 mod data;
 mod grad;
+mod grpo;
 mod objectives;
 mod optim;
 mod train;
 
+pub use consistency::{
+    canonical_unit, consistency_entropy, consistency_rewards, helpfulness, jaccard, loo_agreement,
+    stability, ConsistencyConfig, ConsistencyRewards, ExtractorSpec, ItemSpec, PatternSpec,
+    StabilityMeasure, UnitExtractor, UnitSet, EXTRACTOR_CODE_VERSION,
+};
 pub use data::{build_pairs, group_pair, Candidate, JudgedGroup, PairSelection};
 #[cfg(test)]
 pub(crate) use grad::{recompute_backward, LoraGrads};
+pub use grpo::{
+    group_advantages, is_zero_variance, AdvantageConfig, Aggregation, Baseline, Grpo, GrpoStats,
+    RewardStd, ScaleRewards, TokenBatch,
+};
 pub use objectives::{Dpo, Inpo, Ipo, Objective, PairBatch, Reference, Rpo, Sppo, SppoVariant};
 pub use optim::{OptimConfig, Schedule};
 #[cfg(test)]
