@@ -72,6 +72,8 @@ pub struct TickReport {
     pub duels: usize,
     /// Decisions taken, as `(candidate, action)`.
     pub decisions: Vec<(i64, flywheel_store::DecisionAction)>,
+    /// A candidate that waits for duels while there is no evaluation prompt to duel on.
+    pub starved: Option<i64>,
 }
 
 /// One pass: keep the candidates loaded; for each candidate (newest first), let the gate decide
@@ -87,7 +89,11 @@ pub async fn tick(
     follow::sync_resident(store, engine).await?;
     let mut report = TickReport::default();
     let incumbent = store.active_adapter_version().await?;
-    for candidate in store.candidates().await? {
+    let candidates = store.candidates().await?;
+    if !candidates.is_empty() && store.count_eval_prompts().await? == 0 {
+        report.starved = candidates.first().map(|c| c.version);
+    }
+    for candidate in candidates {
         let candidate = candidate.version;
         if config.promotion == Promotion::Gate {
             let decision = promotion::evaluate(store, candidate, incumbent, &config.gate).await?;
@@ -120,9 +126,19 @@ impl Drop for ArenaGuard {
 /// guard is dropped. Failures are logged and the loop goes on.
 pub fn spawn_arena(store: Store, engine: Engine, config: ArenaConfig) -> ArenaGuard {
     ArenaGuard(tokio::spawn(async move {
+        let mut warned_starved = None;
         loop {
             let busy = match tick(&store, &engine, &config).await {
                 Ok(report) => {
+                    if report.starved.is_some() && report.starved != warned_starved {
+                        tracing::warn!(
+                            candidate = report.starved,
+                            "a candidate waits for duels, but there are no evaluation prompts to \
+                             duel on: add some (POST /v1/eval-prompts, flywheel eval-prompts \
+                             import), or decide by hand (--promotion manual, or always)"
+                        );
+                    }
+                    warned_starved = report.starved;
                     if !report.decisions.is_empty() || report.duels > 0 {
                         tracing::info!(duels = report.duels, decisions = ?report.decisions, "arena tick");
                     }

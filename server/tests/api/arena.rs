@@ -665,6 +665,26 @@ async fn the_arena_loads_a_new_candidate_by_itself() {
 }
 
 #[tokio::test]
+async fn a_candidate_without_evaluation_prompts_to_duel_on_is_reported_starved() {
+    // Arrange
+    let (app, root) = app_with_root(AppOptions::default()).await;
+    let candidate = register_candidate(&app, root.path(), "cand", 9).await;
+
+    // Act
+    let starved = arena::tick(&app.store, &app.engine, &small_arena(8, 40))
+        .await
+        .unwrap();
+    post_eval_prompts(&app).await;
+    let fed = arena::tick(&app.store, &app.engine, &small_arena(8, 40))
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!((starved.starved, starved.duels), (Some(candidate), 0));
+    assert_eq!((fed.starved, fed.duels), (None, 4));
+}
+
+#[tokio::test]
 async fn a_canary_share_of_one_sends_requests_that_name_no_version_to_the_candidate() {
     // Arrange
     let (app, root) = app_with_root(AppOptions {
