@@ -3,6 +3,7 @@
 //! only: an LLM judge, a self-reference judge, or any program. See [`crate::judges`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -12,7 +13,7 @@ use crate::judges::chat::{ChatClient, ChatConfig};
 use crate::judges::llm::LlmJudge;
 use crate::judges::program::ProgramJudge;
 use crate::judges::self_reference::SelfReferenceJudge;
-use crate::judges::{self, Judge, WorkerConfig};
+use crate::judges::{self, Judge, Stats, WorkerConfig};
 use crate::startup::shutdown_signal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -80,6 +81,10 @@ pub struct JudgeArgs {
     /// Exit when the queue has nothing left for this judge, instead of waiting for new pairs.
     #[arg(long)]
     pub until_empty: bool,
+    /// Serve this judge's counters (judgments posted, abstentions by reason) in Prometheus' text
+    /// format at `http://<addr>/metrics`, e.g. `127.0.0.1:9464`.
+    #[arg(long, env = "FLYWHEEL_JUDGE_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: JudgeArgs) -> anyhow::Result<()> {
@@ -101,7 +106,12 @@ pub async fn run(args: JudgeArgs) -> anyhow::Result<()> {
         summary_interval: Duration::from_secs(args.summary_secs),
         until_empty: args.until_empty,
     };
-    let counts = judges::run(config, judge, shutdown_signal()).await?;
+    let stats = Arc::new(Stats::default());
+    let _metrics = match args.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr, stats.clone(), args.name.clone()).await?),
+        None => None,
+    };
+    let counts = judges::run_counting(config, judge, stats, shutdown_signal()).await?;
     // The final counts on stdout, for scripts; the log has the same line.
     println!("{}", serde_json::to_string(&counts)?);
     Ok(())
@@ -150,6 +160,47 @@ async fn build_judge(args: &JudgeArgs, server_key: Option<&str>) -> anyhow::Resu
         Kind::SelfReference => Judge::SelfReference(SelfReferenceJudge::new(chat, rubric)),
         Kind::Program => unreachable!("handled above"),
     })
+}
+
+/// Aborts the metrics endpoint's task when dropped.
+struct MetricsEndpoint(tokio::task::JoinHandle<()>);
+
+impl Drop for MetricsEndpoint {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves `stats` at `http://<addr>/metrics` until the returned guard is dropped.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    stats: Arc<Stats>,
+    judge: String,
+) -> anyhow::Result<MetricsEndpoint> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = stats.counts().prometheus(&judge);
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    tracing::info!(%addr, "judge metrics at http://{addr}/metrics");
+    Ok(MetricsEndpoint(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the metrics endpoint stopped");
+        }
+    })))
 }
 
 /// A secret from the environment variable `var`; unset or blank is `None`.

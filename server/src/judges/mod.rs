@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 pub use stats::{Counts, Stats};
 pub use verdict::{Abstention, Reason, Verdict};
-pub use worker::{judge_next, run, Step, WorkerConfig};
+pub use worker::{judge_next, run, run_counting, Step, WorkerConfig};
 
 /// One pair handed out by the annotation queue: the body of `GET /v1/annotation/next`.
 ///

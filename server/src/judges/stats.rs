@@ -1,5 +1,6 @@
 //! The judge's counters: judgments posted, abstentions by reason, failed queue requests. Shared by
-//! every concurrent pair (atomics, no lock), read as a [`Counts`] snapshot for the summary line.
+//! every concurrent pair (atomics, no lock), read as a [`Counts`] snapshot for the summary line
+//! and, with `--metrics-addr`, served in Prometheus' text format.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -88,6 +89,56 @@ impl Counts {
     pub fn pairs(&self) -> u64 {
         self.posted + self.abstentions.total()
     }
+
+    /// The counts in Prometheus' text format, labelled with the judge's name (what
+    /// `flywheel judge --metrics-addr` serves at `/metrics`).
+    pub fn prometheus(&self, judge: &str) -> String {
+        let judge = escape_label(judge);
+        let a = &self.abstentions;
+        let mut text = String::new();
+        let mut family = |name: &str, help: &str, samples: &[(Option<&str>, u64)]| {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for (reason, value) in samples {
+                match reason {
+                    Some(reason) => text.push_str(&format!(
+                        "{name}{{judge=\"{judge}\",reason=\"{reason}\"}} {value}\n"
+                    )),
+                    None => text.push_str(&format!("{name}{{judge=\"{judge}\"}} {value}\n")),
+                }
+            }
+        };
+        family(
+            "flywheel_judge_judgments_total",
+            "Judgments this judge posted",
+            &[(None, self.posted)],
+        );
+        family(
+            "flywheel_judge_abstentions_total",
+            "Pairs this judge took and did not judge, by reason",
+            &[
+                (Some("disagreement"), a.disagreement),
+                (Some("parse_failure"), a.parse_failure),
+                (Some("timeout"), a.timeout),
+                (Some("crash"), a.crash),
+                (Some("bad_output"), a.bad_output),
+                (Some("http_error"), a.http_error),
+            ],
+        );
+        family(
+            "flywheel_judge_queue_errors_total",
+            "Requests for the next pair that failed",
+            &[(None, self.queue_errors)],
+        );
+        text
+    }
+}
+
+/// A label value as the text format writes it: backslash, double quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl std::fmt::Display for Counts {
@@ -107,5 +158,31 @@ impl std::fmt::Display for Counts {
             a.http_error,
             self.queue_errors
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counts_render_as_prometheus_counters_labelled_with_the_judge() {
+        let stats = Stats::default();
+        stats.posted();
+        stats.posted();
+        stats.abstained(Reason::Disagreement);
+        stats.queue_error();
+
+        let text = stats.counts().prometheus("gpt \"judge\"");
+
+        assert!(text.contains("# TYPE flywheel_judge_judgments_total counter\n"));
+        assert!(text.contains("flywheel_judge_judgments_total{judge=\"gpt \\\"judge\\\"\"} 2\n"));
+        assert!(text.contains(
+            "flywheel_judge_abstentions_total{judge=\"gpt \\\"judge\\\"\",reason=\"disagreement\"} 1\n"
+        ));
+        assert!(text.contains(
+            "flywheel_judge_abstentions_total{judge=\"gpt \\\"judge\\\"\",reason=\"timeout\"} 0\n"
+        ));
+        assert!(text.contains("flywheel_judge_queue_errors_total{judge=\"gpt \\\"judge\\\"\"} 1\n"));
     }
 }

@@ -123,6 +123,19 @@ pub async fn run(
     judge: Judge,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<Counts> {
+    run_counting(config, judge, Arc::default(), shutdown).await
+}
+
+/// [`run`], counting into `stats`, which the caller may read while it runs (`--metrics-addr`).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_counting(
+    config: WorkerConfig,
+    judge: Judge,
+    stats: Arc<Stats>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Counts> {
     let queue = QueueClient::new(
         &config.server_url,
         config.api_key.clone(),
@@ -131,7 +144,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         queue,
         judge,
-        stats: Stats::default(),
+        stats,
         config,
     });
     tracing::info!(
@@ -184,7 +197,7 @@ pub async fn run(
 struct Shared {
     queue: QueueClient,
     judge: Judge,
-    stats: Stats,
+    stats: Arc<Stats>,
     config: WorkerConfig,
 }
 

@@ -570,3 +570,55 @@ async fn a_judge_whose_key_lacks_the_annotate_scope_stops_with_an_error() {
         .to_string();
     assert!(error.contains("403"), "{error}");
 }
+
+// ---- The command ----
+
+#[tokio::test]
+async fn flywheel_judge_serves_its_judgments_and_abstentions_as_prometheus_counters() {
+    // Arrange: a program that crashes on every pair, run as the real `flywheel judge`.
+    let app = spawn_app().await;
+    make_groups(&app, 2, 2).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut judge = std::process::Command::new(env!("CARGO_BIN_EXE_flywheel"))
+        .args(["judge", "--name", "crashy", "--kind", "program"])
+        .args(["--judge-command", "cat > /dev/null; exit 3"])
+        .args(["--server-url", &app.address, "--poll-secs", "1"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .env("FLYWHEEL_API_KEY", judge_key(&app).await)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // Act: scrape until both pairs were taken.
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let crashes = "flywheel_judge_abstentions_total{judge=\"crashy\",reason=\"crash\"} 2";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        if let Ok(response) = reqwest::get(&url).await {
+            let text = response.text().await.unwrap();
+            if text.contains(crashes) {
+                break text;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "never saw {crashes}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = judge.kill();
+    let _ = judge.wait();
+
+    // Assert
+    assert!(
+        text.contains("flywheel_judge_judgments_total{judge=\"crashy\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE flywheel_judge_abstentions_total counter"),
+        "{text}"
+    );
+    assert!(judgments_by(&app, "crashy").await.is_empty());
+}
