@@ -9,7 +9,12 @@
 //! - `sppo`: one line per group: `prompt`, the responses' texts and their win-rates
 //!   ([`estimate_win_rates`]).
 //! - `raw`: one line per group with everything and its provenance: the group, its responses (token
-//!   ids, behaviour log-probs, adapter version) and its judgments.
+//!   ids, behaviour log-probs, adapter version), its judgments and rewards, and a variant group's
+//!   metadata.
+//! - `grpo`: one line per *rewarded* group, ready for a GRPO trainer: each response with its own
+//!   prompt (a variant's, or the group's) and prompt token ids, its tokens, its behaviour log-probs
+//!   (natural log, at the group's `temperature`), its adapter version and its rewards with their
+//!   mean.
 //!
 //! Every export has a [`Manifest`]. Building lines is pure; [`load`] only reads the store.
 
@@ -17,7 +22,10 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use flywheel_judge::estimate_win_rates;
-use flywheel_store::{GroupWithResponses, Judgment, Outcome, Store, TrainingDataFilter};
+use flywheel_store::{
+    GroupKind, GroupWithResponses, Judgment, Outcome, Reward, Store, TrainingDataFilter,
+    TrainingSelect, VariantGroup,
+};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -28,9 +36,18 @@ pub enum Format {
     Kto,
     Sppo,
     Raw,
+    Grpo,
 }
 
 impl Format {
+    pub const ALL: [Format; 5] = [
+        Format::Dpo,
+        Format::Kto,
+        Format::Sppo,
+        Format::Raw,
+        Format::Grpo,
+    ];
+
     /// The format's name as flags and query strings spell it.
     pub fn name(self) -> &'static str {
         match self {
@@ -38,14 +55,13 @@ impl Format {
             Format::Kto => "kto",
             Format::Sppo => "sppo",
             Format::Raw => "raw",
+            Format::Grpo => "grpo",
         }
     }
 
     /// Parses a format name; `None` for an unknown one.
     pub fn parse(name: &str) -> Option<Format> {
-        [Format::Dpo, Format::Kto, Format::Sppo, Format::Raw]
-            .into_iter()
-            .find(|f| f.name() == name)
+        Format::ALL.into_iter().find(|f| f.name() == name)
     }
 }
 
@@ -55,6 +71,12 @@ pub struct ExportGroup {
     pub group: GroupWithResponses,
     /// Oldest first.
     pub judgments: Vec<Judgment>,
+    /// Oldest first.
+    pub rewards: Vec<Reward>,
+    /// A `variants` group's canonical prompt and settings.
+    pub variant_group: Option<VariantGroup>,
+    /// The token ids the group's prompt was fed as (a variant's response carries its own).
+    pub prompt_token_ids: Option<Vec<u32>>,
 }
 
 /// What an export holds and how it was selected.
@@ -80,22 +102,38 @@ pub struct Filters {
     pub adapter: Option<i64>,
 }
 
-/// The judged groups the filters select, oldest first.
+/// The groups the filters select, oldest first: rewarded groups for `grpo`, judged groups for the
+/// other formats.
 ///
 /// # Errors
 /// A store error.
-pub async fn load(store: &Store, filters: &Filters) -> anyhow::Result<Vec<ExportGroup>> {
+pub async fn load(
+    store: &Store,
+    format: Format,
+    filters: &Filters,
+) -> anyhow::Result<Vec<ExportGroup>> {
     let filter = TrainingDataFilter {
         adapter_version: filters.adapter,
         since: filters.since,
         until: None,
+        select: match format {
+            Format::Grpo => TrainingSelect::Rewarded,
+            _ => TrainingSelect::Judged,
+        },
     };
     let mut out = Vec::new();
-    for judged in store.training_groups(&filter).await? {
-        let group = store.get_group(judged.id).await?;
+    for selected in store.training_groups(&filter).await? {
+        let group = store.get_group(selected.id).await?;
+        let variant_group = match selected.kind {
+            GroupKind::Variants => Some(store.get_variant_group(selected.id).await?),
+            _ => None,
+        };
         out.push(ExportGroup {
             group,
-            judgments: judged.judgments,
+            judgments: selected.judgments,
+            rewards: selected.rewards,
+            variant_group,
+            prompt_token_ids: selected.prompt_token_ids,
         });
     }
     Ok(out)
@@ -110,6 +148,7 @@ pub fn export(format: Format, groups: &[ExportGroup], filters: Filters) -> (Vec<
             Format::Kto => kto(g),
             Format::Sppo => sppo(g).into_iter().collect(),
             Format::Raw => vec![raw(g)],
+            Format::Grpo => vec![grpo(g)],
         })
         .collect();
     let lines: Vec<String> = records.iter().map(Value::to_string).collect();
@@ -218,6 +257,45 @@ fn raw(g: &ExportGroup) -> Value {
         "group": g.group.group,
         "responses": g.group.responses,
         "judgments": g.judgments,
+        "rewards": g.rewards,
+        "variant_group": g.variant_group,
+    })
+}
+
+fn grpo(g: &ExportGroup) -> Value {
+    let group = &g.group.group;
+    let responses: Vec<Value> = g
+        .group
+        .responses
+        .iter()
+        .map(|r| {
+            let rewards: Vec<&Reward> =
+                g.rewards.iter().filter(|w| w.response_id == r.id).collect();
+            let mean = (!rewards.is_empty())
+                .then(|| rewards.iter().map(|w| w.value).sum::<f64>() / rewards.len() as f64);
+            json!({
+                "response_id": r.id,
+                "variant": r.variant,
+                "prompt": r.prompt.clone().unwrap_or_else(|| prompt_messages(g)),
+                "prompt_token_ids": r.prompt_token_ids.as_ref().or(g.prompt_token_ids.as_ref()),
+                "completion": r.text,
+                "completion_token_ids": r.token_ids,
+                "behaviour_logprobs": r.logprobs,
+                "adapter_version": r.adapter_version,
+                "reward": mean,
+                "rewards": rewards.iter().map(|w| json!({
+                    "value": w.value, "source": w.source, "annotator": w.annotator,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "group_id": group.id,
+        "kind": group.kind,
+        "model": group.model,
+        "temperature": group.params["sampling"]["temperature"],
+        "canonical": g.variant_group.as_ref().map(|v| &v.canonical),
+        "responses": responses,
     })
 }
 
@@ -227,7 +305,7 @@ mod tests {
 
     #[test]
     fn format_names_round_trip_and_unknown_ones_are_rejected() {
-        for f in [Format::Dpo, Format::Kto, Format::Sppo, Format::Raw] {
+        for f in Format::ALL {
             assert_eq!(Format::parse(f.name()), Some(f));
         }
         assert_eq!(Format::parse("csv"), None);

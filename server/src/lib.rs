@@ -26,6 +26,8 @@
 //! - `startup`: [`startup::Application`], the one place the application is wired (store, auth,
 //!   engine, follower, worker, routes); `serve` and the API tests both build it.
 //! - `telemetry`: logging setup.
+//! - `variants`: variant groups for consistency-GRPO: a canonical prompt and its paraphrases (the
+//!   caller's, or the policy's own), each sampled in a fresh context, stored as one group.
 
 pub mod api;
 pub mod arena;
@@ -40,6 +42,7 @@ pub mod metrics;
 pub mod model_source;
 pub mod startup;
 pub mod telemetry;
+pub mod variants;
 
 use std::future::Future;
 use tokio::net::TcpListener;

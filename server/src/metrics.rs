@@ -39,6 +39,7 @@ pub struct Metrics {
     arena_candidate: GaugeVec,
     arena_candidate_judgments: IntGaugeVec,
     arena_incumbent: IntGauge,
+    consistency: GaugeVec,
 }
 
 impl Metrics {
@@ -142,8 +143,19 @@ impl Metrics {
             "The active adapter version, which candidates duel",
         )
         .expect("valid metric");
+        let consistency = GaugeVec::new(
+            Opts::new(
+                "flywheel_consistency",
+                "The active version's consistency over held-out variant groups (measure = \
+                 entropy | helpfulness | stability | units | answer_tokens | groups), with the \
+                 server's unit extractor",
+            ),
+            &["version", "measure"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(consistency.clone()),
             Box::new(latency.clone()),
             Box::new(tokens.clone()),
             Box::new(time_to_first_token.clone()),
@@ -178,6 +190,29 @@ impl Metrics {
             arena_candidate,
             arena_candidate_judgments,
             arena_incumbent,
+            consistency,
+        }
+    }
+
+    /// Replaces the consistency gauges with `report`'s means (measures without groups are left
+    /// out).
+    pub fn set_consistency(&self, report: &flywheel_trainer::ConsistencyReport) {
+        self.consistency.reset();
+        let version = report.adapter_version.to_string();
+        let measures = [
+            ("entropy", report.mean_entropy),
+            ("helpfulness", report.mean_helpfulness),
+            ("stability", report.mean_stability),
+            ("units", report.mean_units),
+            ("answer_tokens", report.mean_answer_tokens),
+            ("groups", Some(report.groups as f64)),
+        ];
+        for (measure, value) in measures {
+            if let Some(value) = value {
+                self.consistency
+                    .with_label_values(&[version.as_str(), measure])
+                    .set(value);
+            }
         }
     }
 

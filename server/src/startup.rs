@@ -42,6 +42,8 @@ pub struct AppConfig {
     pub run_arena: bool,
     /// Where `POST /v1/adapters` may register adapter directories from; nothing outside it.
     pub adapter_root: PathBuf,
+    /// The unit extractor of `GET /v1/consistency` (`--units`), if any.
+    pub units: Option<Arc<flywheel_trainer::UnitExtractor>>,
     pub host: String,
     /// 0 picks a free port.
     pub port: u16,
@@ -95,6 +97,7 @@ impl Application {
             metrics,
             adapter_root: config.adapter_root.into(),
             arena: Arc::new(config.arena),
+            units: config.units,
         };
         let router = api::router(state.clone(), &api_config);
         let listener = TcpListener::bind((config.host.as_str(), config.port))

@@ -21,19 +21,28 @@ pub(crate) const INSERT_GROUP: &str =
 
 pub(crate) const INSERT_RESPONSE: &str =
     "INSERT INTO responses (id, group_id, idx, prompt, text, token_ids, \
-     logprobs, finish_reason, completion_tokens, adapter_version, latency_ms, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+     logprobs, finish_reason, completion_tokens, adapter_version, latency_ms, created_at, \
+     variant, prompt_token_ids) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// The columns of a [`GroupRow`], of `groups g`.
+macro_rules! group_columns {
+    () => {
+        "g.id, g.kind, g.endpoint, g.model, g.adapter_version, g.prompt, g.params, g.seed, \
+         g.user_id, g.prompt_tokens, g.completion_tokens, g.latency_ms, g.created_at, \
+         (SELECT COUNT(*) FROM responses r WHERE r.group_id = g.id) AS response_count"
+    };
+}
+pub(crate) use group_columns;
 
 /// The columns of a [`GroupRow`]; callers append `WHERE`/`ORDER BY`.
-const SELECT_GROUP: &str = "SELECT g.id, g.kind, g.endpoint, g.model, g.adapter_version, g.prompt, \
-     g.params, g.seed, g.user_id, g.prompt_tokens, g.completion_tokens, g.latency_ms, g.created_at, \
-     (SELECT COUNT(*) FROM responses r WHERE r.group_id = g.id) AS response_count \
-     FROM groups g";
+const SELECT_GROUP: &str = concat!("SELECT ", group_columns!(), " FROM groups g");
 
 /// The columns of a [`ResponseRow`]; callers append `WHERE`/`ORDER BY`.
 pub(crate) const SELECT_RESPONSE: &str =
     "SELECT id, group_id, idx, prompt, text, token_ids, logprobs, \
-     finish_reason, completion_tokens, adapter_version, latency_ms, created_at FROM responses";
+     finish_reason, completion_tokens, adapter_version, latency_ms, created_at, variant, \
+     prompt_token_ids FROM responses";
 
 /// Inserts group `$g` and its responses on connection `$conn` (inside the caller's transaction);
 /// evaluates to `()` or returns the error. A macro, not a function, so one text serves both
@@ -77,6 +86,8 @@ macro_rules! insert_group_rows {
                 .bind(r.adapter_version.unwrap_or(g.adapter_version))
                 .bind(r.latency_ms)
                 .bind(created_at)
+                .bind(r.variant)
+                .bind(r.prompt_token_ids.as_ref().map(Json))
                 .execute(&mut *$conn)
                 .await
                 .map_err(|e| {
@@ -240,7 +251,7 @@ pub(crate) fn response_conflict(g: &NewGroup, r: &NewResponse) -> String {
 
 /// A `groups` row as both backends return it.
 #[derive(FromRow)]
-struct GroupRow {
+pub(crate) struct GroupRow {
     id: Uuid,
     kind: GroupKind,
     endpoint: Endpoint,
@@ -293,6 +304,8 @@ pub(crate) struct ResponseRow {
     adapter_version: i64,
     latency_ms: i64,
     created_at: Timestamp,
+    variant: Option<i32>,
+    prompt_token_ids: Option<Json<Vec<u32>>>,
 }
 
 impl From<ResponseRow> for Response {
@@ -310,6 +323,8 @@ impl From<ResponseRow> for Response {
             adapter_version: row.adapter_version,
             latency_ms: row.latency_ms,
             created_at: row.created_at.into(),
+            variant: row.variant,
+            prompt_token_ids: row.prompt_token_ids.map(|ids| ids.0),
         }
     }
 }

@@ -17,13 +17,19 @@
 //! - `duels`: duels (a candidate and the incumbent on one evaluation prompt), and the judgments of
 //!   responses by different versions that the arena reads.
 //! - `train_runs`: training jobs, their per-step metrics, and the adapter each one produces.
-//! - `training_data`: the judged groups of a data window, as a train run reads them.
+//! - `training_data`: the groups of a data window a train run reads (judged, rewarded, or variant
+//!   groups), never duels nor held-out variant groups.
 //! - `imports`: judged groups from a preference dataset, stored whole and at most once.
 //! - `eval_prompts`: the held-out evaluation prompts duels are drawn from; no training query
 //!   reads them. Each prompt is stored once, known by the sha256 of its messages.
 //! - `judgments`: store judgments in all-or-nothing, idempotent batches; read and list them.
 //! - `judgment_types`: the judgment values and their parsed nouns (`Outcome`, `JudgmentSource`,
 //!   `IdempotencyKey`).
+//! - `variants`: variant groups (a canonical prompt and its paraphrases, each sampled alike): a
+//!   group of kind `variants` and what it is, stored together; listed oldest first.
+//! - `rewards`: store rewards (a scalar score of one response) in all-or-nothing, idempotent
+//!   batches, as judgments are; read and list them.
+//! - `reward_types`: the reward values (`RewardSource`, `NewReward`, `Reward`, `RewardFilter`).
 //! - `assignments`: the annotation queue: which pair an annotator judges next, and its answer.
 //! - `agreement`: counts and speed per annotator, and the verdicts on pairs judged by several.
 //! - `api_keys`: API keys, stored as the sha256 of their secret, with their scopes.
@@ -49,12 +55,15 @@ mod hash;
 mod imports;
 mod judgment_types;
 mod judgments;
+mod reward_types;
+mod rewards;
 pub mod text;
 mod text_enum;
 mod timestamp;
 mod train_runs;
 mod training_data;
 mod types;
+mod variants;
 
 pub use adapter_files::{files_sha256, AdapterFault, PEFT_CONFIG_FILE, PEFT_WEIGHTS_FILE};
 pub use adapters::{ActivationListener, Adapter, AdapterStatus, NewAdapter};
@@ -71,9 +80,15 @@ pub use judgment_types::{
     IdempotencyKey, Judgment, JudgmentFilter, JudgmentSource, NewJudgment, Outcome,
     MAX_JUDGMENT_BATCH, MAX_KEY_CHARS,
 };
+pub use reward_types::{
+    NewReward, Reward, RewardFilter, RewardSource, MAX_REWARD_BATCH, MAX_REWARD_MAGNITUDE,
+};
 pub use train_runs::{NewTrainRun, TrainRun, TrainRunStatus, TrainStep};
-pub use training_data::{TrainingDataFilter, TrainingGroup};
+pub use training_data::{TrainingDataFilter, TrainingGroup, TrainingSelect};
 pub use types::{
     Endpoint, Group, GroupFilter, GroupKind, GroupWithResponses, NewGroup, NewResponse, Response,
     StoredMessage, StoredPrompt, MAX_LIST_LIMIT,
+};
+pub use variants::{
+    NewVariantGroup, ParaphraseSource, VariantGroup, VariantGroupFilter, MAX_FAMILY_CHARS,
 };

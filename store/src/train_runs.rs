@@ -65,7 +65,7 @@ pub struct TrainRun {
 }
 
 /// The metrics of one training step.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TrainStep {
     pub step: i64,
     pub loss: f64,
@@ -76,6 +76,12 @@ pub struct TrainStep {
     /// The gradient norm before clipping, on steps that updated the weights.
     pub grad_norm: Option<f64>,
     pub lr: Option<f64>,
+    /// Metrics of objectives without chosen and rejected responses: a GRPO step's token count,
+    /// mean advantage, clip fractions, mean KL and largest log-ratio (its three pairwise columns
+    /// are then 0).
+    #[schema(value_type = Option<Object>)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
 }
 
 macro_rules! run_columns {
@@ -94,11 +100,11 @@ const SET_RUN_ADAPTER: &str = "UPDATE train_runs SET adapter_version = $1 WHERE 
 const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM train_runs WHERE id = $1");
 
 const INSERT_STEP: &str = "INSERT INTO train_steps (run_id, step, loss, reward_margin, \
-     chosen_logratio, rejected_logratio, grad_norm, lr, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+     chosen_logratio, rejected_logratio, grad_norm, lr, created_at, details) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
 const SELECT_STEPS: &str = "SELECT step, loss, reward_margin, chosen_logratio, rejected_logratio, \
-     grad_norm, lr FROM train_steps WHERE run_id = $1 ORDER BY step";
+     grad_norm, lr, details FROM train_steps WHERE run_id = $1 ORDER BY step";
 
 /// Ends a running run; matches nothing once it has ended.
 const END_RUN: &str = "UPDATE train_runs SET status = $1, error = $2, finished_at = $3 \
@@ -224,6 +230,7 @@ impl Store {
                 .bind(step.grad_norm)
                 .bind(step.lr)
                 .bind(Timestamp(Utc::now()))
+                .bind(step.details.as_ref().map(Json))
                 .execute(pool)
                 .await
                 .map_err(|e| crate::error::conflict_on_unique(e, || {
@@ -358,6 +365,7 @@ struct TrainStepRow {
     rejected_logratio: f64,
     grad_norm: Option<f64>,
     lr: Option<f64>,
+    details: Option<Json<serde_json::Value>>,
 }
 
 impl From<TrainStepRow> for TrainStep {
@@ -370,6 +378,7 @@ impl From<TrainStepRow> for TrainStep {
             rejected_logratio: row.rejected_logratio,
             grad_norm: row.grad_norm,
             lr: row.lr,
+            details: row.details.map(|d| d.0),
         }
     }
 }

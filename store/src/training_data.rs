@@ -1,8 +1,9 @@
-//! What a train run reads: the judged groups of a data window, each with its exact prompt token
-//! ids, its responses and its judgments.
+//! What a train run reads: the groups of a data window that its selection picks (judged, rewarded,
+//! or variant groups), each with its exact prompt token ids, its responses, its judgments and its
+//! rewards.
 //!
-//! Three queries share one group condition (the same `$N` numbering whatever filters are set), so
-//! a window costs three round trips however many groups it holds.
+//! Four queries share one group condition (the same `$N` numbering whatever filters are set), so
+//! a window costs four round trips however many groups it holds.
 
 use std::collections::HashMap;
 
@@ -14,49 +15,74 @@ use uuid::Uuid;
 use crate::connect::with_pool;
 use crate::groups::{ResponseRow, SELECT_RESPONSE};
 use crate::judgments::{JudgmentRow, SELECT_JUDGMENT};
+use crate::rewards::{RewardRow, SELECT_REWARD};
 use crate::timestamp::Timestamp;
-use crate::{Judgment, Response, Result, Store};
+use crate::{GroupKind, Judgment, Response, Result, Reward, Store};
 
-/// Which groups a run trains on: those with at least one judgment, created in `[since, until)`;
-/// never duels.
+/// Which groups of a window a run trains on.
+///
+/// Every selection leaves out duels (they answer held-out evaluation prompts: judged for the
+/// arena, never trained on) and held-out variant groups (kept to measure consistency).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TrainingSelect {
+    /// Groups with at least one judgment: what preference training (DPO and kin) learns from.
+    #[default]
+    Judged,
+    /// Groups with at least one reward: what reward-weighted training learns from.
+    Rewarded,
+    /// Every `variants` group, rewarded or not: what consistency training learns from.
+    Variants,
+}
+
+/// Which groups a run trains on: those its `select` picks, created in `[since, until)`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrainingDataFilter {
     /// Only groups served by this adapter version (π_t's own samples); `None`: every version.
     pub adapter_version: Option<i64>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+    pub select: TrainingSelect,
 }
 
-/// One judged group as the trainer needs it.
+/// One selected group as the trainer needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingGroup {
     pub id: Uuid,
+    /// `samples` or `variants`: duels are never read for training.
+    pub kind: GroupKind,
     /// The served model name.
     pub model: String,
     pub adapter_version: i64,
     /// The token ids the model was fed; `None` for groups recorded before they were kept.
     pub prompt_token_ids: Option<Vec<u32>>,
+    /// The request's sampling parameters as the server resolved them (`sampling.temperature`
+    /// is the distribution the behaviour log-probs are of).
+    pub params: serde_json::Value,
     /// In choice-index order.
     pub responses: Vec<Response>,
     /// Oldest first.
     pub judgments: Vec<Judgment>,
+    /// Oldest first, whatever the selection.
+    pub rewards: Vec<Reward>,
 }
 
 impl Store {
-    /// The judged groups of a data window, oldest first.
+    /// The groups of a data window that `f` selects, oldest first.
     pub async fn training_groups(&self, f: &TrainingDataFilter) -> Result<Vec<TrainingGroup>> {
-        let groups_in = judged_groups_sql(f);
+        let groups_in = selected_groups_sql(f);
         let groups_sql = format!(
-            "SELECT g.id, g.model, g.adapter_version, g.prompt_token_ids FROM groups g \
+            "SELECT g.id, g.kind, g.model, g.adapter_version, g.prompt_token_ids, g.params \
+             FROM groups g \
              WHERE g.id IN ({groups_in}) ORDER BY g.id"
         );
         let responses_sql =
             format!("{SELECT_RESPONSE} WHERE group_id IN ({groups_in}) ORDER BY group_id, idx");
         let judgments_sql =
             format!("{SELECT_JUDGMENT} WHERE group_id IN ({groups_in}) ORDER BY id");
+        let rewards_sql = format!("{SELECT_REWARD} WHERE group_id IN ({groups_in}) ORDER BY id");
         let since = f.since.map(Timestamp);
         let until = f.until.map(Timestamp);
-        let (groups, responses, judgments) = with_pool!(self, pool => {
+        let (groups, responses, judgments, rewards) = with_pool!(self, pool => {
             let groups: Vec<TrainingGroupRow> = sqlx::query_as(&groups_sql)
                 .bind(f.adapter_version)
                 .bind(since)
@@ -75,7 +101,13 @@ impl Store {
                 .bind(until)
                 .fetch_all(pool)
                 .await?;
-            (groups, responses, judgments)
+            let rewards: Vec<RewardRow> = sqlx::query_as(&rewards_sql)
+                .bind(f.adapter_version)
+                .bind(since)
+                .bind(until)
+                .fetch_all(pool)
+                .await?;
+            (groups, responses, judgments, rewards)
         });
         let mut out: Vec<TrainingGroup> = groups.into_iter().map(TrainingGroup::from).collect();
         let index: HashMap<Uuid, usize> = out.iter().enumerate().map(|(i, g)| (g.id, i)).collect();
@@ -89,21 +121,48 @@ impl Store {
                 out[i].judgments.push(j);
             }
         }
+        for r in rewards.into_iter().map(Reward::from) {
+            if let Some(&i) = index.get(&r.group_id) {
+                out[i].rewards.push(r);
+            }
+        }
         Ok(out)
+    }
+
+    /// How many groups [`Store::training_groups`] would return for `f`, without reading them.
+    pub async fn count_training_groups(&self, f: &TrainingDataFilter) -> Result<i64> {
+        let sql = format!("SELECT COUNT(*) FROM ({}) ids", selected_groups_sql(f));
+        let count: i64 = with_pool!(self, pool => {
+            sqlx::query_scalar(&sql)
+                .bind(f.adapter_version)
+                .bind(f.since.map(Timestamp))
+                .bind(f.until.map(Timestamp))
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(count)
     }
 }
 
-/// The ids of the judged groups `f` selects. Every parameter keeps its number whether or not its
+/// The ids of the groups `f` selects. Every parameter keeps its number whether or not its
 /// condition is present, so the bind lists never change.
-fn judged_groups_sql(f: &TrainingDataFilter) -> String {
+fn selected_groups_sql(f: &TrainingDataFilter) -> String {
     let conditions = [
         (f.adapter_version.is_some(), "w.adapter_version = $1"),
         (f.since.is_some(), "w.created_at >= $2"),
         (f.until.is_some(), "w.created_at < $3"),
     ];
-    // Duels answer held-out evaluation prompts: judged for the arena, never trained on.
-    let judged = "w.kind <> 'duel' AND EXISTS (SELECT 1 FROM judgments j WHERE j.group_id = w.id)";
-    let wanted: Vec<&str> = std::iter::once(judged)
+    // Duels answer held-out evaluation prompts, and held-out variant groups measure consistency:
+    // neither is ever trained on.
+    let trainable = "w.kind <> 'duel' AND NOT EXISTS (SELECT 1 FROM variant_groups h \
+                     WHERE h.group_id = w.id AND h.held_out)";
+    let selected = match f.select {
+        TrainingSelect::Judged => "EXISTS (SELECT 1 FROM judgments j WHERE j.group_id = w.id)",
+        TrainingSelect::Rewarded => "EXISTS (SELECT 1 FROM rewards r WHERE r.group_id = w.id)",
+        TrainingSelect::Variants => "w.kind = 'variants'",
+    };
+    let wanted: Vec<&str> = [trainable, selected]
+        .into_iter()
         .chain(
             conditions
                 .iter()
@@ -118,20 +177,25 @@ fn judged_groups_sql(f: &TrainingDataFilter) -> String {
 #[derive(FromRow)]
 struct TrainingGroupRow {
     id: Uuid,
+    kind: GroupKind,
     model: String,
     adapter_version: i64,
     prompt_token_ids: Option<Json<Vec<u32>>>,
+    params: Json<serde_json::Value>,
 }
 
 impl From<TrainingGroupRow> for TrainingGroup {
     fn from(row: TrainingGroupRow) -> Self {
         TrainingGroup {
             id: row.id,
+            kind: row.kind,
             model: row.model,
             adapter_version: row.adapter_version,
             prompt_token_ids: row.prompt_token_ids.map(|ids| ids.0),
+            params: row.params.0,
             responses: Vec::new(),
             judgments: Vec::new(),
+            rewards: Vec::new(),
         }
     }
 }
@@ -140,15 +204,37 @@ impl From<TrainingGroupRow> for TrainingGroup {
 mod tests {
     use super::*;
 
+    const TRAINABLE: &str = "FROM groups w WHERE w.kind <> 'duel' AND NOT EXISTS (SELECT 1 FROM \
+                             variant_groups h WHERE h.group_id = w.id AND h.held_out)";
+
     #[test]
-    fn a_training_query_without_filters_selects_only_judged_groups_that_are_not_duels() {
-        let sql = judged_groups_sql(&TrainingDataFilter::default());
+    fn a_training_query_without_filters_selects_only_judged_groups_that_are_not_held_out() {
+        let sql = selected_groups_sql(&TrainingDataFilter::default());
         assert!(
-            sql.ends_with(
-                "FROM groups w WHERE w.kind <> 'duel' \
-                 AND EXISTS (SELECT 1 FROM judgments j WHERE j.group_id = w.id)"
-            ),
+            sql.ends_with(&format!(
+                "{TRAINABLE} AND EXISTS (SELECT 1 FROM judgments j WHERE j.group_id = w.id)"
+            )),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn every_selection_leaves_out_duels_and_held_out_variant_groups() {
+        for select in [
+            TrainingSelect::Judged,
+            TrainingSelect::Rewarded,
+            TrainingSelect::Variants,
+        ] {
+            let f = TrainingDataFilter {
+                until: Some(Utc::now()),
+                select,
+                ..TrainingDataFilter::default()
+            };
+
+            let sql = selected_groups_sql(&f);
+
+            assert!(sql.contains(TRAINABLE), "{sql}");
+            assert!(sql.ends_with(" AND w.created_at < $3"), "{sql}");
+        }
     }
 }

@@ -80,6 +80,11 @@ pub struct NewResponse {
     pub latency_ms: i64,
     /// The adapter version that wrote it, when not the group's.
     pub adapter_version: Option<i64>,
+    /// The variant index in a `variants` group: 0 is the canonical prompt, 1.. its paraphrases;
+    /// `None` for samples.
+    pub variant: Option<i32>,
+    /// The token ids this variant's own prompt was fed as; only in `variants` groups.
+    pub prompt_token_ids: Option<Vec<u32>>,
 }
 
 /// The OpenAPI shape of a stored prompt (`Group.prompt`, `Response.prompt`): the chat messages of a
@@ -152,6 +157,12 @@ pub struct Response {
     pub adapter_version: i64,
     pub latency_ms: i64,
     pub created_at: DateTime<Utc>,
+    /// The variant index in a `variants` group: 0 is the canonical prompt, 1.. its paraphrases;
+    /// null for samples.
+    pub variant: Option<i32>,
+    /// The token ids this variant's own prompt was fed as; only in `variants` groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_token_ids: Option<Vec<u32>>,
 }
 
 /// Which groups [`list_groups`](crate::Store::list_groups) returns: newest first, filtered, one page.

@@ -40,18 +40,21 @@ pub use files::{
 };
 pub use learning::{
     build_pairs, canonical_unit, consistency_entropy, consistency_rewards, group_advantages,
-    group_pair, helpfulness, is_zero_variance, jaccard, loo_agreement, prepare_pairs, stability,
-    AdvantageConfig, Aggregation, Baseline, Candidate, ConsistencyConfig, ConsistencyRewards, Dpo,
-    ExtractorSpec, Grpo, GrpoStats, Inpo, Ipo, ItemSpec, JudgedGroup, Objective, OptimConfig,
-    PairBatch, PairExample, PairSelection, PatternSpec, PreparedPair, Reference, RewardStd, Rpo,
-    ScaleRewards, Schedule, Sppo, SppoVariant, StabilityMeasure, StepMetrics, TokenBatch,
-    TrainConfig, Trainer, UnitExtractor, UnitSet, EXTRACTOR_CODE_VERSION,
+    group_pair, helpfulness, is_zero_variance, jaccard, loo_agreement, prepare_pairs,
+    prepare_rollouts, stability, AdvantageConfig, Aggregation, Baseline, Candidate,
+    ConsistencyConfig, ConsistencyRewards, Dpo, ExtractorSpec, Grpo, GrpoStats, GrpoStepMetrics,
+    GrpoTrainer, Inpo, Ipo, ItemSpec, JudgedGroup, Objective, OptimConfig, PairBatch, PairExample,
+    PairSelection, PatternSpec, PreparedPair, PreparedRollout, Reference, RewardStd, Rollout,
+    RolloutCheck, RolloutGroup, RolloutReport, Rpo, ScaleRewards, Schedule, Sppo, SppoVariant,
+    StabilityMeasure, StepMetrics, TokenBatch, TrainConfig, Trainer, UnitExtractor, UnitSet,
+    EXTRACTOR_CODE_VERSION,
 };
 pub use model::{
-    sequence_logprobs, Adapter, Config, LoraConfig, LoraModule, LoraWeights, Model, Sequence,
-    SequenceLogprobs, ATTENTION_MODULES, MLP_MODULES,
+    sampled_logprobs, sequence_logprobs, Adapter, Config, LoraConfig, LoraModule, LoraWeights,
+    Model, Sequence, SequenceLogprobs, ATTENTION_MODULES, MLP_MODULES,
 };
 pub use run::{
-    pairs_from_store, run_every, run_job, spawn_worker, try_train_once, Algorithm, DataReport,
-    JobConfig, Outcome, Progress, WorkerConfig, WorkerGuard,
+    consistency_report, pairs_from_store, rollouts_from_store, run_every, run_job, spawn_worker,
+    try_train_once, Algorithm, ConsistencyReport, DataReport, GrpoRewards, GrpoSettings, JobConfig,
+    Outcome, Progress, RolloutData, WorkerConfig, WorkerGuard,
 };

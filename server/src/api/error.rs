@@ -33,6 +33,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// The request was well formed but the work it asks for could not be done (for example, the
+    /// policy wrote no usable paraphrase); nothing was stored.
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("request body is larger than the server's limit (--max-body-bytes)")]
     PayloadTooLarge,
     /// The admission queue is full; the caller should retry after `retry_after` seconds.
@@ -64,6 +68,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded(..) | ApiError::NotReady | ApiError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -75,9 +80,10 @@ impl ApiError {
     /// OpenAI's `error.type` string; stable, clients switch on it.
     pub fn error_type(&self) -> &'static str {
         match self {
-            ApiError::Invalid { .. } | ApiError::PayloadTooLarge | ApiError::MethodNotAllowed => {
-                "invalid_request_error"
-            }
+            ApiError::Invalid { .. }
+            | ApiError::PayloadTooLarge
+            | ApiError::MethodNotAllowed
+            | ApiError::Unprocessable(_) => "invalid_request_error",
             ApiError::Unauthorized | ApiError::InvalidApiKey => "authentication_error",
             ApiError::Forbidden(_) => "permission_error",
             ApiError::NotFound(_) => "not_found_error",

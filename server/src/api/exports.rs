@@ -43,13 +43,16 @@ pub enum ExportFormat {
     Kto,
     Sppo,
     Raw,
+    Grpo,
 }
 
-/// The judged groups as JSONL (`application/x-ndjson`), streamed one line per record. `dpo`: one
-/// line per judgment with a winner (`prompt`, `chosen`, `rejected` as message lists); `kto`: one
-/// line per response that won or lost a judgment (`prompt`, `completion`, `label`); `sppo`: one
-/// line per group (`prompt`, `responses`, `win_rates`); `raw`: one line per group with its
-/// responses (token ids, log-probs, adapter version) and judgments. The manifest (base models,
+/// The judged (or, for `grpo`, rewarded) groups as JSONL (`application/x-ndjson`), streamed one
+/// line per record. `dpo`: one line per judgment with a winner (`prompt`, `chosen`, `rejected` as
+/// message lists); `kto`: one line per response that won or lost a judgment (`prompt`,
+/// `completion`, `label`); `sppo`: one line per group (`prompt`, `responses`, `win_rates`); `raw`:
+/// one line per group with its responses (token ids, log-probs, adapter version, variant),
+/// judgments, rewards and variant metadata; `grpo`: one line per rewarded group, each response with
+/// its own prompt and prompt token ids, tokens, behaviour log-probs, rewards and their mean. The manifest (base models,
 /// adapter versions, filters, counts, `created_at`) is in the `x-flywheel-manifest` header as JSON.
 #[utoipa::path(get, path = "/v1/exports", tag = "judgments",
     params(ExportQuery),
@@ -71,7 +74,7 @@ pub async fn get_export(
     let format = Format::parse(given).ok_or_else(|| {
         ApiError::invalid(
             "format",
-            format!("`format` must be one of dpo, kto, sppo, raw. Given: {given:?}"),
+            format!("`format` must be one of dpo, kto, sppo, raw, grpo. Given: {given:?}"),
         )
     })?;
     let since = match q.since.as_deref() {
@@ -90,7 +93,7 @@ pub async fn get_export(
         })?),
     };
     let filters = Filters { since, adapter };
-    let groups = load(&state.store, &filters)
+    let groups = load(&state.store, format, &filters)
         .await
         .map_err(ApiError::Internal)?;
     let (lines, manifest) = export(format, &groups, filters);

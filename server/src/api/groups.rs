@@ -124,12 +124,12 @@ pub async fn get_response(
     ))
 }
 
-pub(super) fn parse_id(param: &str, value: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_id(param: &str, value: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(value)
         .map_err(|_| ApiError::invalid(param, format!("`{param}` must be a UUID. Given: {value}")))
 }
 
-pub(super) fn parse_time(param: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
+pub(crate) fn parse_time(param: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| {
@@ -141,7 +141,7 @@ pub(super) fn parse_time(param: &str, value: &str) -> Result<DateTime<Utc>, ApiE
 }
 
 /// A page size: absent means the default, otherwise 1 to the maximum.
-pub(super) fn parse_limit(value: Option<&str>) -> Result<u32, ApiError> {
+pub(crate) fn parse_limit(value: Option<&str>) -> Result<u32, ApiError> {
     let Some(value) = value else {
         return Ok(DEFAULT_PAGE);
     };

@@ -83,6 +83,13 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         Ok(report) => state.metrics.set_arena(&report),
         Err(e) => tracing::warn!(error = ?e, "cannot refresh the arena gauges"),
     }
+    if state.units.is_some() {
+        let active = state.engine.active().version;
+        match super::consistency::report(&state, active, true).await {
+            Ok(report) => state.metrics.set_consistency(&report),
+            Err(e) => tracing::warn!(error = ?e, "cannot refresh the consistency gauges"),
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -166,7 +166,7 @@ pub async fn create_judgments(
     })
 }
 
-fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     headers
         .get("idempotency-key")
         .map(|v| {
@@ -217,7 +217,7 @@ fn parse_body(body: Value) -> Result<(Vec<JudgmentBody>, bool), ApiError> {
 }
 
 /// Deserializes `value`, naming the failing field in `param` (after `prefix`).
-fn deserialize<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ApiError> {
+pub(crate) fn deserialize<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();

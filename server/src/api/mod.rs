@@ -9,6 +9,7 @@ pub mod arena;
 pub mod auth;
 pub mod chat;
 pub mod completions;
+pub mod consistency;
 pub mod error;
 pub mod eval_prompts;
 pub mod exports;
@@ -17,8 +18,10 @@ pub mod health;
 pub mod judgments;
 pub mod models;
 pub mod preferences;
+pub mod rewards;
 pub mod sampling;
 pub(crate) mod stream;
+pub mod variants;
 pub mod vllm;
 
 use axum::extract::DefaultBodyLimit;
@@ -44,6 +47,8 @@ pub struct AppState {
     pub adapter_root: std::sync::Arc<std::path::Path>,
     /// How new adapters are judged (`--promotion`, the gate's settings).
     pub arena: std::sync::Arc<crate::arena::ArenaConfig>,
+    /// The information-unit extractor of consistency reports (`--units`), if configured.
+    pub units: Option<std::sync::Arc<flywheel_trainer::UnitExtractor>>,
 }
 
 impl axum::extract::FromRef<AppState> for Metrics {
@@ -108,6 +113,11 @@ impl Default for ApiConfig {
         exports::get_export,
         eval_prompts::create_eval_prompts,
         eval_prompts::list_eval_prompts,
+        variants::create_variant_group,
+        variants::get_variant_group,
+        rewards::create_rewards,
+        rewards::list_rewards,
+        consistency::get_consistency,
     ),
     components(schemas(
         error::ErrorBody,
@@ -118,6 +128,8 @@ impl Default for ApiConfig {
         exports::ExportFormat,
         eval_prompts::EvalPromptBatch,
         eval_prompts::EvalPromptList,
+        rewards::RewardBatch,
+        rewards::RewardList,
     )),
     modifiers(&BearerScheme)
 )]
@@ -160,6 +172,7 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
         .route("/v1/completions", post(completions::create_completion))
         .route("/v1/models", get(models::list_models))
         .route("/v1/models/{model}", get(models::retrieve_model))
+        .route("/v1/variant-groups", post(variants::create_variant_group))
         .route_layer(gate(Scope::Inference));
     let annotate = Router::new()
         .route("/v1/groups", get(groups::list_groups))
@@ -174,6 +187,11 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
             post(judgments::create_judgments).get(judgments::list_judgments),
         )
         .route("/v1/annotation/next", get(annotation::next_pair))
+        .route("/v1/variant-groups/{id}", get(variants::get_variant_group))
+        .route(
+            "/v1/rewards",
+            post(rewards::create_rewards).get(rewards::list_rewards),
+        )
         .route_layer(gate(Scope::Annotate));
     let admin = Router::new()
         .route("/metrics", get(health::metrics))
@@ -201,6 +219,7 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
         .route("/v1/load_lora_adapter", post(vllm::load_lora_adapter))
         .route("/v1/unload_lora_adapter", post(vllm::unload_lora_adapter))
         .route("/v1/arena", get(arena::get_arena))
+        .route("/v1/consistency", get(consistency::get_consistency))
         .route_layer(gate(Scope::Admin));
     Router::new()
         .merge(inference)

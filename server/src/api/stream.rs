@@ -236,6 +236,8 @@ pub(crate) fn new_response(
         completion_tokens: s.token_ids.len() as i64,
         latency_ms: s.latency.as_millis() as i64,
         adapter_version,
+        variant: None,
+        prompt_token_ids: None,
     }
 }
 

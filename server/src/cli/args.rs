@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use clap::Args;
 use flywheel_judge::GateConfig;
-use flywheel_trainer::{Algorithm, JobConfig, WorkerConfig};
+use flywheel_trainer::{
+    AdvantageConfig, Aggregation, Algorithm, Baseline, ConsistencyConfig, Grpo, GrpoRewards,
+    GrpoSettings, JobConfig, RolloutCheck, ScaleRewards, WorkerConfig,
+};
 
 use crate::arena::duels::DuelConfig;
 use crate::arena::{ArenaConfig, Promotion};
@@ -67,7 +70,7 @@ pub struct JobArgs {
     /// adapter keeps its parent's LoRA shape; a different rank is an error.
     #[arg(long, env = "FLYWHEEL_TRAIN_RANK")]
     pub rank: Option<usize>,
-    /// Pairs per step.
+    /// Pairs per step (the GRPO family: groups per step).
     #[arg(long, env = "FLYWHEEL_TRAIN_BATCH", default_value_t = 4)]
     pub batch: usize,
     /// Where adapter directories go: `<adapter-dir>/<version>/`.
@@ -84,6 +87,101 @@ pub struct JobArgs {
     /// Seeds LoRA initialisation and dropout.
     #[arg(long, env = "FLYWHEEL_TRAIN_SEED", default_value_t = 0)]
     pub seed: u64,
+    #[command(flatten)]
+    pub grpo: GrpoArgs,
+}
+
+/// The GRPO family's settings (`--algo grpo`, `--algo consistency-grpo`).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "GRPO")]
+pub struct GrpoArgs {
+    /// `grpo`'s rewards: `posted` (POST /v1/rewards) or `win-rate` (each response's win-rate in
+    /// its group from pairwise judgments, SPO).
+    #[arg(
+        long = "grpo-rewards",
+        env = "FLYWHEEL_GRPO_REWARDS",
+        default_value = "posted"
+    )]
+    pub rewards: GrpoRewards,
+    /// The loss aggregation: grpo, bnpo, dapo or dr_grpo.
+    #[arg(long = "grpo-loss", env = "FLYWHEEL_GRPO_LOSS", default_value = "dapo", value_parser = ["grpo", "bnpo", "dapo", "dr_grpo"])]
+    pub loss: String,
+    /// How centred rewards are scaled: group (its std), batch (one std) or none (Dr. GRPO).
+    #[arg(long, env = "FLYWHEEL_GRPO_SCALE_REWARDS", default_value = "group", value_parser = ["group", "batch", "none"])]
+    pub scale_rewards: String,
+    /// The baseline: the group mean, or leave-one-out (RLOO).
+    #[arg(long = "grpo-baseline", env = "FLYWHEEL_GRPO_BASELINE", default_value = "mean", value_parser = ["mean", "loo"])]
+    pub baseline: String,
+    /// k3 KL coefficient to the base model (0 turns the term off).
+    #[arg(long = "kl-beta", env = "FLYWHEEL_GRPO_BETA", default_value_t = 0.04)]
+    pub beta: f64,
+    /// Lower clip ε_low of the ratio.
+    #[arg(long, env = "FLYWHEEL_GRPO_EPSILON_LOW", default_value_t = 0.2)]
+    pub epsilon_low: f64,
+    /// Upper clip ε_high of the ratio (above ε_low: DAPO's clip-higher).
+    #[arg(long, env = "FLYWHEEL_GRPO_EPSILON_HIGH", default_value_t = 0.28)]
+    pub epsilon_high: f64,
+    /// consistency-grpo's unit extractor: a JSON file of items with aliases and regular
+    /// expressions (see README, "Consistency-GRPO").
+    #[arg(long, env = "FLYWHEEL_UNITS")]
+    pub units: Option<PathBuf>,
+    /// Weight of helpfulness in the consistency reward.
+    #[arg(long, env = "FLYWHEEL_W_HELP", default_value_t = 0.3)]
+    pub w_help: f64,
+    /// Weight of stability in the consistency reward.
+    #[arg(long, env = "FLYWHEEL_W_STAB", default_value_t = 0.7)]
+    pub w_stab: f64,
+    /// The largest mean per-token gap (nats) between a response's stored log-probs and the
+    /// policy's before the response is refused as not the policy's own.
+    #[arg(long, env = "FLYWHEEL_MAX_LOGPROB_GAP", default_value_t = 0.05)]
+    pub max_logprob_gap: f64,
+}
+
+impl GrpoArgs {
+    /// The settings; `max_completion_length` is `dr_grpo`'s normaliser (the generation cap).
+    pub fn settings(&self, max_completion_length: usize) -> GrpoSettings {
+        let aggregation = match self.loss.as_str() {
+            "grpo" => Aggregation::Grpo,
+            "bnpo" => Aggregation::Bnpo,
+            "dr_grpo" => Aggregation::DrGrpo {
+                max_completion_length,
+            },
+            _ => Aggregation::Dapo,
+        };
+        let scale_rewards = match self.scale_rewards.as_str() {
+            "batch" => ScaleRewards::Batch,
+            "none" => ScaleRewards::None,
+            _ => ScaleRewards::Group,
+        };
+        let baseline = match self.baseline.as_str() {
+            "loo" => Baseline::LeaveOneOut,
+            _ => Baseline::Mean,
+        };
+        let defaults = GrpoSettings::default();
+        GrpoSettings {
+            loss: Grpo {
+                advantages: AdvantageConfig {
+                    baseline,
+                    scale_rewards,
+                    ..defaults.loss.advantages
+                },
+                epsilon_low: self.epsilon_low,
+                epsilon_high: self.epsilon_high,
+                beta: self.beta,
+                aggregation,
+            },
+            rewards: self.rewards,
+            units: self.units.clone(),
+            consistency: ConsistencyConfig {
+                w_help: self.w_help,
+                w_stab: self.w_stab,
+                ..defaults.consistency
+            },
+            check: RolloutCheck {
+                max_gap: self.max_logprob_gap,
+            },
+        }
+    }
 }
 
 impl JobArgs {
@@ -100,6 +198,8 @@ impl JobArgs {
             out_dir: self.out_dir.clone(),
             all_versions: self.all_versions,
             seed: self.seed,
+            // dr_grpo divides by the generation cap; the server's default `max_tokens` is 512.
+            grpo: self.grpo.settings(512),
         }
     }
 }
@@ -108,14 +208,15 @@ impl JobArgs {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Trainer worker")]
 pub struct WorkerSettings {
-    /// The objective each run optimises: sppo, inpo, dpo, ipo or rpo.
+    /// The objective each run optimises: sppo, inpo, dpo, ipo, rpo, grpo or consistency-grpo.
     #[arg(
         long = "worker-algo",
         env = "FLYWHEEL_WORKER_ALGO",
         default_value = "dpo"
     )]
     pub algo: Algorithm,
-    /// New judgments of the active adapter's samples needed to start a run.
+    /// New judgments of the active adapter's samples needed to start a run (for grpo and
+    /// consistency-grpo: new rewarded, or variant, groups).
     #[arg(long, env = "FLYWHEEL_WORKER_MIN_JUDGMENTS", default_value_t = 64, value_parser = clap::value_parser!(i64).range(1..))]
     pub min_new_judgments: i64,
     /// Seconds between checks for new judgments.

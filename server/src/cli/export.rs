@@ -53,7 +53,7 @@ pub async fn write_export(store: &Store, args: &ExportArgs) -> anyhow::Result<Ma
         since: args.since,
         adapter: args.adapter,
     };
-    let groups = load(store, &filters).await?;
+    let groups = load(store, args.format, &filters).await?;
     let (lines, manifest) = export(args.format, &groups, filters);
     let mut file = std::io::BufWriter::new(
         std::fs::File::create(&args.out)

@@ -219,6 +219,8 @@ async fn imported_group(
         finish_reason: "stop".into(),
         latency_ms: 0,
         adapter_version: None,
+        variant: None,
+        prompt_token_ids: None,
     };
     let group = NewGroup {
         id: Uuid::now_v7(),

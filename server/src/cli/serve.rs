@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use clap::Args;
 use flywheel_trainer::WorkerConfig;
 
@@ -96,6 +98,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (source, default_name) = model_source::resolve(args.model.as_deref()).await?;
     let worker = worker_config(&args, &source);
     let arena = args.arena.config(args.worker.promotion)?;
+    let units = args
+        .worker
+        .job
+        .grpo
+        .units
+        .as_deref()
+        .map(|path| {
+            flywheel_trainer::UnitExtractor::from_file(path)
+                .map(std::sync::Arc::new)
+                .with_context(|| format!("cannot load the unit extractor {}", path.display()))
+        })
+        .transpose()?;
     let app = Application::build(AppConfig {
         store,
         source,
@@ -128,6 +142,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .adapter_root
             .clone()
             .unwrap_or_else(|| args.worker.job.out_dir.clone()),
+        units,
         host: args.host.clone(),
         port: args.port,
     })

@@ -67,6 +67,7 @@ pub async fn train(store: &Store, args: &TrainArgs) -> anyhow::Result<StoredAdap
 fn show(progress: &Progress) {
     match progress {
         Progress::Data(report) => eprintln!("{report}"),
+        Progress::Rollouts(report) => eprintln!("{report}"),
         Progress::Step {
             done,
             total,
@@ -75,7 +76,7 @@ fn show(progress: &Progress) {
         } => eprintln!(
             "step {done}/{total}  loss {:.4}  margin {:+.4}  {:.2} s/step  ETA {}",
             metrics.loss,
-            metrics.margin,
+            metrics.reward_margin,
             per_step(*elapsed, *done),
             clock(per_step(*elapsed, *done) * (total - done) as f64)
         ),

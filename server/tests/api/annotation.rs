@@ -186,6 +186,8 @@ async fn groups_of_the_active_policy_come_first() {
                 completion_tokens: 1,
                 latency_ms: 1,
                 adapter_version: None,
+                variant: None,
+                prompt_token_ids: None,
             })
             .collect(),
     };

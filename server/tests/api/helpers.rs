@@ -44,6 +44,8 @@ pub struct AppOptions {
     /// Run the arena in the app with these settings (default: no arena task; the routes see
     /// `ArenaConfig::default()`).
     pub arena: Option<ArenaConfig>,
+    /// The unit extractor of `GET /v1/consistency` (`--units`).
+    pub units: Option<std::sync::Arc<flywheel_trainer::UnitExtractor>>,
 }
 
 impl Default for AppOptions {
@@ -58,6 +60,7 @@ impl Default for AppOptions {
             annotation: AnnotationConfig::default(),
             adapter_root: None,
             arena: None,
+            units: None,
         }
     }
 }
@@ -114,6 +117,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         adapter_root: options
             .adapter_root
             .unwrap_or_else(|| data.path().join("adapters")),
+        units: options.units,
         host: "127.0.0.1".into(),
         port: 0,
     })

@@ -155,7 +155,7 @@ async fn an_adapter_the_trainer_wrote_makes_the_server_generate_what_the_trainer
 }
 
 /// Parses a `flywheel train` command line writing adapters under `out`.
-fn train_args(out: &Path, extra: &[&str]) -> TrainArgs {
+pub fn train_args(out: &Path, extra: &[&str]) -> TrainArgs {
     let model = tiny_model_dir();
     let mut argv = vec![
         "flywheel",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use flywheel_server::engine::follow::sync_active;
 use flywheel_server::engine::swap::Swapped;
 use flywheel_store::{AdapterStatus, NewAdapter, TrainRunStatus};
-use flywheel_trainer::{try_train_once, Algorithm, JobConfig, Outcome, WorkerConfig};
+use flywheel_trainer::{try_train_once, Algorithm, GrpoSettings, JobConfig, Outcome, WorkerConfig};
 
 use crate::helpers::{greedy, spawn_app, tiny_model_dir};
 use crate::training::{judge, sample};
@@ -28,6 +28,7 @@ pub fn worker_config(out: &std::path::Path, min_new_judgments: i64) -> WorkerCon
             out_dir: out.to_path_buf(),
             all_versions: false,
             seed: 0,
+            grpo: GrpoSettings::default(),
         },
         min_new_judgments,
         activate: true,

@@ -2,8 +2,6 @@
 //! duels and the judgments the gate reads, what duels are kept out of, and migration 0006 on a
 //! SQLite database that already holds data.
 
-use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use flywheel_store::{
@@ -12,11 +10,13 @@ use flywheel_store::{
     StoredMessage, TrainingDataFilter, VersionJudgment,
 };
 use serde_json::json;
-use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, SqliteConnection};
 use uuid::Uuid;
 
-use crate::helpers::{group, group_at, now, on_each_backend};
+use crate::helpers::{
+    as_stored, group, group_at, insert_group_before_0007, migrate_sqlite_before, now,
+    on_each_backend, raw_sqlite_connection,
+};
 use crate::judgments::judgment;
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -1134,24 +1134,8 @@ impl Before0006 {
         let url = format!("sqlite://{}", dir.path().join("flywheel.db").display());
 
         // 0001–0005 only, from copies of those files.
-        let all = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
-        let first_five = dir.path().join("migrations");
-        std::fs::create_dir(&first_five).unwrap();
-        let mut copied = 0;
-        for entry in std::fs::read_dir(&all).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            if name.ends_with(".sql") && name.as_str() < "0006" {
-                std::fs::copy(&path, first_five.join(&name)).unwrap();
-                copied += 1;
-            }
-        }
-        assert_eq!(copied, 5);
+        assert_eq!(migrate_sqlite_before(&url, dir.path(), "0006").await, 5);
         let mut conn = raw_connection(&url).await;
-        let migrator = sqlx::migrate::Migrator::new(first_five.as_path())
-            .await
-            .unwrap();
-        migrator.run(&mut conn).await.unwrap();
 
         // Adapters: 1 (active, by a train run) and 2 (failed, its child), 3 (ready, with a note).
         let run_id = Uuid::now_v7();
@@ -1185,14 +1169,14 @@ impl Before0006 {
             .await
             .unwrap();
 
-        // Groups, responses, judgments and an eval prompt through the store itself (their
-        // queries predate 0006), and an answered assignment.
-        let store = Store::connect(&url).await.unwrap();
+        // Groups and responses as the schema before 0007 takes them; judgments and an eval prompt
+        // through the store itself (their queries predate 0006), and an answered assignment.
         let mut judged = group_at(now(), 3);
         judged.adapter_version = 1;
-        store.insert_group(&judged).await.unwrap();
+        insert_group_before_0007(&mut conn, &judged).await;
         let other = group();
-        store.insert_group(&other).await.unwrap();
+        insert_group_before_0007(&mut conn, &other).await;
+        let store = Store::connect(&url).await.unwrap();
         let stored = store
             .insert_judgments(&[
                 judgment(&judged, 0, 1),
@@ -1240,15 +1224,11 @@ impl Before0006 {
 
 /// A connection of our own to the database at `url`, enforcing foreign keys.
 async fn raw_connection(url: &str) -> SqliteConnection {
-    let options = SqliteConnectOptions::from_str(url)
-        .unwrap()
-        .create_if_missing(true)
-        .foreign_keys(true);
-    SqliteConnection::connect_with(&options).await.unwrap()
+    raw_sqlite_connection(url).await
 }
 
 /// The names of `table`'s columns, in order.
-async fn columns(conn: &mut SqliteConnection, table: &str) -> Vec<String> {
+pub(crate) async fn columns(conn: &mut SqliteConnection, table: &str) -> Vec<String> {
     sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
         .bind(table)
         .fetch_all(conn)
@@ -1258,7 +1238,11 @@ async fn columns(conn: &mut SqliteConnection, table: &str) -> Vec<String> {
 
 /// Every row of `table` as SQL literals of `columns`, in primary-key order: equal dumps are equal
 /// rows, value by value.
-async fn dump(conn: &mut SqliteConnection, table: &str, columns: &[String]) -> Vec<String> {
+pub(crate) async fn dump(
+    conn: &mut SqliteConnection,
+    table: &str,
+    columns: &[String],
+) -> Vec<String> {
     let quoted: Vec<String> = columns.iter().map(|c| format!("quote(\"{c}\")")).collect();
     let order = match table {
         "adapters" => "version",
@@ -1297,7 +1281,6 @@ async fn migration_0006_keeps_every_row_and_relation_of_a_populated_sqlite_datab
     let before = dump_all(&mut conn).await;
     conn.close().await.unwrap();
     let store = Store::connect(&db.url).await.unwrap();
-    let judged_before = store.get_group(db.judged.id).await.unwrap();
     let judgments_before = store.judgments_for_group(db.judged.id).await.unwrap();
 
     // Act
@@ -1336,8 +1319,11 @@ async fn migration_0006_keeps_every_row_and_relation_of_a_populated_sqlite_datab
             .await
             .unwrap();
     assert_eq!(applied, 1);
-    // The store reads the migrated rows as before.
-    assert_eq!(store.get_group(db.judged.id).await.unwrap(), judged_before);
+    // The store reads the migrated rows as they were written.
+    assert_eq!(
+        store.get_group(db.judged.id).await.unwrap(),
+        as_stored(&db.judged)
+    );
     assert_eq!(
         store.judgments_for_group(db.judged.id).await.unwrap(),
         judgments_before

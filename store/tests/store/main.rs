@@ -13,5 +13,7 @@ mod judgment_list;
 mod judgments;
 mod list;
 mod queue;
+mod rewards;
 mod text;
 mod train_runs;
+mod variants;

@@ -3,7 +3,7 @@
 use chrono::Duration;
 use flywheel_store::{
     AdapterStatus, Error, NewAdapter, NewTrainRun, Store, TrainRunStatus, TrainStep,
-    TrainingDataFilter,
+    TrainingDataFilter, TrainingSelect,
 };
 use serde_json::json;
 
@@ -30,6 +30,7 @@ fn step(step: i64, loss: f64) -> TrainStep {
         rejected_logratio: 0.25,
         grad_norm: Some(1.5),
         lr: Some(1e-6),
+        details: None,
     }
 }
 
@@ -81,14 +82,19 @@ async fn step_metrics_read_back_in_step_order_and_a_step_is_recorded_once() {
             .insert_train_step(run.id, &step(0, 0.69))
             .await
             .unwrap();
+        let grpo = TrainStep {
+            details: Some(json!({"tokens": 120, "mean_kl": 0.01})),
+            ..step(2, 0.1)
+        };
+        store.insert_train_step(run.id, &grpo).await.unwrap();
         let again = store.insert_train_step(run.id, &step(1, 0.4)).await;
-        let nan = store.insert_train_step(run.id, &step(2, f64::NAN)).await;
+        let nan = store.insert_train_step(run.id, &step(3, f64::NAN)).await;
 
         // Assert
         assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
         assert!(matches!(nan, Err(Error::Invalid(_))), "{nan:?}");
         let steps = store.train_steps(run.id).await.unwrap();
-        assert_eq!(steps, vec![step(0, 0.69), step(1, 0.5)]);
+        assert_eq!(steps, vec![step(0, 0.69), step(1, 0.5), grpo]);
     })
     .await;
 }
@@ -204,6 +210,7 @@ async fn training_data_holds_judged_groups_of_the_window_and_version_with_prompt
             adapter_version: Some(0),
             since: Some(t - Duration::hours(1)),
             until: Some(t),
+            select: TrainingSelect::Judged,
         };
 
         // Act
@@ -218,6 +225,11 @@ async fn training_data_holds_judged_groups_of_the_window_and_version_with_prompt
         let g = &groups[0];
         assert_eq!(g.adapter_version, 0);
         assert_eq!(g.prompt_token_ids, Some(vec![1, 2, 3, 4_000_000_000]));
+        assert!(
+            g.params.is_object(),
+            "the sampling parameters come along: {}",
+            g.params
+        );
         let indices: Vec<i32> = g.responses.iter().map(|r| r.index).collect();
         assert_eq!(indices, vec![0, 1, 2]);
         assert_eq!(g.judgments.len(), 1);

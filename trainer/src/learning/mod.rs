@@ -11,6 +11,8 @@
 //! - `data`: judged groups → best-versus-worst pairs with win-rates ([`group_pair`]), estimated by
 //!   `flywheel_judge`.
 //! - `train`: frozen log-probs once per pair ([`prepare_pairs`]), then [`Trainer::step`].
+//! - `rollouts`: rewarded groups → advantages, each response's stored behaviour log-probs checked
+//!   against the policy being trained ([`prepare_rollouts`]); `grpo_step`: [`GrpoTrainer::step`].
 //! - `grad`: per-sequence backward, with optional per-layer recomputation.
 //! - `optim`: AdamW on the LoRA parameters, clipping, warmup + decay ([`OptimConfig`]).
 
@@ -18,8 +20,10 @@ mod consistency;
 mod data;
 mod grad;
 mod grpo;
+mod grpo_step;
 mod objectives;
 mod optim;
+mod rollouts;
 mod train;
 
 pub use consistency::{
@@ -34,8 +38,12 @@ pub use grpo::{
     group_advantages, is_zero_variance, AdvantageConfig, Aggregation, Baseline, Grpo, GrpoStats,
     RewardStd, ScaleRewards, TokenBatch,
 };
+pub use grpo_step::{GrpoStepMetrics, GrpoTrainer};
 pub use objectives::{Dpo, Inpo, Ipo, Objective, PairBatch, Reference, Rpo, Sppo, SppoVariant};
 pub use optim::{OptimConfig, Schedule};
+pub use rollouts::{
+    prepare_rollouts, PreparedRollout, Rollout, RolloutCheck, RolloutGroup, RolloutReport,
+};
 #[cfg(test)]
 pub(crate) use train::{accumulate_gradients, GradOptions};
 pub use train::{prepare_pairs, PairExample, PreparedPair, StepMetrics, TrainConfig, Trainer};

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::grad::{recompute_backward, LoraGrads};
 use super::objectives::{Objective, PairBatch, Reference};
-use super::optim::{AdamW, OptimConfig};
+use super::optim::{AdamW, OptimConfig, UpdateStats};
 use crate::model::{packed_logprobs, sequence_logprobs, Adapter, Model, Pack, Sequence};
 use crate::{Error, Result};
 
@@ -119,11 +119,7 @@ pub struct StepMetrics {
 pub struct Trainer<'m> {
     model: &'m Model,
     objective: Box<dyn Objective + 'm>,
-    config: TrainConfig,
-    optimizer: AdamW,
-    pending: LoraGrads,
-    micro: usize,
-    calls: u64,
+    updates: Updates,
 }
 
 impl<'m> Trainer<'m> {
@@ -134,19 +130,10 @@ impl<'m> Trainer<'m> {
         objective: Box<dyn Objective + 'm>,
         config: TrainConfig,
     ) -> Result<Self> {
-        if config.grad_accumulation == 0 {
-            return Err(Error::Setting(
-                "grad_accumulation must be at least 1".into(),
-            ));
-        }
         Ok(Self {
-            optimizer: AdamW::new(config.optim, model.trainable_vars().len())?,
-            pending: LoraGrads::new(model),
+            updates: Updates::new(model, config)?,
             model,
             objective,
-            config,
-            micro: 0,
-            calls: 0,
         })
     }
 
@@ -157,34 +144,75 @@ impl<'m> Trainer<'m> {
     /// `Error::NoData` for an empty batch; `Error::Shape` for a batch missing an input the objective
     /// needs.
     pub fn step(&mut self, pairs: &[PreparedPair]) -> Result<StepMetrics> {
-        let seed = self
-            .config
-            .seed
-            .wrapping_add(self.calls.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        self.calls += 1;
-        let options = GradOptions {
-            scale: 1.0 / self.config.grad_accumulation as f64,
-            dropout_seed: Some(seed),
-            checkpoint: self.config.checkpoint,
-        };
+        let options = self.updates.next_options();
         let (loss, policy) = accumulate_gradients(
             self.model,
             self.objective.as_ref(),
             pairs,
             options,
-            &mut self.pending,
+            &mut self.updates.pending,
         )?;
-        self.micro += 1;
         let mut metrics = metrics(loss, pairs, &policy);
-        if self.micro == self.config.grad_accumulation {
-            let vars = self.model.trainable_vars();
-            let stats = self.optimizer.step(&vars, &self.pending.grads)?;
-            self.pending = LoraGrads::new(self.model);
-            self.micro = 0;
+        if let Some(stats) = self.updates.finish_micro_batch(self.model)? {
             metrics.grad_norm = Some(stats.grad_norm);
             metrics.lr = Some(stats.lr);
         }
         Ok(metrics)
+    }
+}
+
+/// The optimiser side every trainer shares: gradient accumulation over micro-batches, a dropout
+/// seed per call, and an AdamW step once per `grad_accumulation` micro-batches.
+pub(crate) struct Updates {
+    config: TrainConfig,
+    optimizer: AdamW,
+    pub(crate) pending: LoraGrads,
+    micro: usize,
+    calls: u64,
+}
+
+impl Updates {
+    pub(crate) fn new(model: &Model, config: TrainConfig) -> Result<Self> {
+        if config.grad_accumulation == 0 {
+            return Err(Error::Setting(
+                "grad_accumulation must be at least 1".into(),
+            ));
+        }
+        Ok(Self {
+            optimizer: AdamW::new(config.optim, model.trainable_vars().len())?,
+            pending: LoraGrads::new(model),
+            config,
+            micro: 0,
+            calls: 0,
+        })
+    }
+
+    /// The backward settings of the next micro-batch (its own dropout seed).
+    pub(crate) fn next_options(&mut self) -> GradOptions {
+        let seed = self
+            .config
+            .seed
+            .wrapping_add(self.calls.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.calls += 1;
+        GradOptions {
+            scale: 1.0 / self.config.grad_accumulation as f64,
+            dropout_seed: Some(seed),
+            checkpoint: self.config.checkpoint,
+        }
+    }
+
+    /// Counts a finished micro-batch; steps the optimiser when the accumulation is complete.
+    pub(crate) fn finish_micro_batch(&mut self, model: &Model) -> Result<Option<UpdateStats>> {
+        self.micro += 1;
+        if self.micro < self.config.grad_accumulation {
+            return Ok(None);
+        }
+        let stats = self
+            .optimizer
+            .step(&model.trainable_vars(), &self.pending.grads)?;
+        self.pending = LoraGrads::new(model);
+        self.micro = 0;
+        Ok(Some(stats))
     }
 }
 
@@ -218,23 +246,39 @@ pub(crate) fn accumulate_gradients(
         .collect();
     let pack = Pack::new(&seqs)?;
     let batch = pair_batch(pairs)?;
-    let loss = |logprobs: &Tensor| -> Result<(Tensor, (f64, Vec<f64>))> {
+    backward_pack(model, &pack, options, grads, |logprobs: &Tensor| {
         let policy = pack
             .sums(logprobs)?
             .to_dtype(DType::F64)?
             .to_device(&Device::Cpu)?
             .reshape((pairs.len(), 2))?;
         let loss = objective.loss(&policy, &batch)?;
-        let values = (loss.to_scalar()?, policy.flatten_all()?.to_vec1()?);
-        Ok(((loss * options.scale)?, values))
+        let value = loss.to_scalar()?;
+        Ok((loss, (value, policy.flatten_all()?.to_vec1()?)))
+    })
+}
+
+/// Adds `scale · ∂L/∂θ` of `loss(per-token log-probs of pack)` to `grads`, through the whole graph
+/// or, with `checkpoint`, by per-layer recomputation; returns what `loss` returns besides the
+/// scalar.
+pub(crate) fn backward_pack<R>(
+    model: &Model,
+    pack: &Pack,
+    options: GradOptions,
+    grads: &mut LoraGrads,
+    loss: impl FnOnce(&Tensor) -> Result<(Tensor, R)>,
+) -> Result<R> {
+    let scaled = |logprobs: &Tensor| -> Result<(Tensor, R)> {
+        let (value, out) = loss(logprobs)?;
+        Ok(((value * options.scale)?, out))
     };
     if options.checkpoint {
-        return recompute_backward(model, &pack, options.dropout_seed, grads, loss);
+        return recompute_backward(model, pack, options.dropout_seed, grads, scaled);
     }
     let pass = model.pass(Adapter::Trainable, true, options.dropout_seed);
-    let (scaled, values) = loss(&packed_logprobs(model, &pack, &pass)?)?;
-    grads.add_from(&model.trainable_vars(), &scaled.backward()?)?;
-    Ok(values)
+    let (value, out) = scaled(&packed_logprobs(model, pack, &pass)?)?;
+    grads.add_from(&model.trainable_vars(), &value.backward()?)?;
+    Ok(out)
 }
 
 /// The batch's fixed inputs as [n, 2] f64 tensors on the CPU.

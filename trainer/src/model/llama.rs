@@ -316,16 +316,23 @@ impl Llama {
         Ok(self.lm_head.forward(&self.norm.forward(hidden, false)?)?)
     }
 
-    /// `log softmax(head(hidden))[target]` per row of `hidden` [n, hidden] → [n]. `keep_logits` trades
-    /// memory for one head matmul fewer in the backward (`ops::head`).
+    /// `log softmax(head(hidden) / temperature)[target]` per row of `hidden` [n, hidden] → [n].
+    /// `keep_logits` trades memory for one head matmul fewer in the backward (`ops::head`).
     pub(crate) fn head_logprobs(
         &self,
         hidden: &Tensor,
         targets: &Arc<[u32]>,
         frame: &Frame,
         keep_logits: bool,
+        temperature: f64,
     ) -> Result<Tensor> {
         let normed = self.norm.forward(hidden, frame.fused())?;
+        // The head has no bias, so dividing its input divides the logits: `logits / T`.
+        let normed = if temperature == 1.0 {
+            normed
+        } else {
+            (normed * (1.0 / temperature))?
+        };
         if frame.fused() && ops::fusable(&normed) {
             let weight = self.lm_head.weight().clone();
             let op = HeadLogprobs::new(weight, targets.clone(), keep_logits);

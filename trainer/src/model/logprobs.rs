@@ -32,7 +32,21 @@ pub fn sequence_logprobs(
     seq: &Sequence,
     adapter: Adapter,
 ) -> Result<SequenceLogprobs> {
-    let pack = Pack::new(&[seq])?;
+    sampled_logprobs(model, seq, adapter, 1.0)
+}
+
+/// [`sequence_logprobs`] of the distribution a sampler at `temperature` drew from,
+/// `log softmax(logits / T)`: what the server stores as a response's behaviour log-probs.
+///
+/// # Errors
+/// As [`sequence_logprobs`]; `Error::Setting` for a temperature that is not finite and positive.
+pub fn sampled_logprobs(
+    model: &Model,
+    seq: &Sequence,
+    adapter: Adapter,
+    temperature: f64,
+) -> Result<SequenceLogprobs> {
+    let pack = Pack::new(&[seq])?.at_temperature(temperature)?;
     let mut out = pack_logprobs(model, &pack, adapter)?;
     Ok(out.pop().expect("one sequence"))
 }
@@ -72,5 +86,5 @@ pub(crate) fn head_logprobs(
     let rows = pack.predicting_rows(hidden)?;
     model
         .llama
-        .head_logprobs(&rows, &pack.targets, frame, keep_logits)
+        .head_logprobs(&rows, &pack.targets, frame, keep_logits, pack.temperature)
 }

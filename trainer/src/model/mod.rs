@@ -28,7 +28,7 @@ pub use config::Config;
 #[cfg(test)]
 pub(crate) use frame::Frame;
 pub(crate) use logprobs::{head_logprobs, packed_logprobs};
-pub use logprobs::{sequence_logprobs, SequenceLogprobs};
+pub use logprobs::{sampled_logprobs, sequence_logprobs, SequenceLogprobs};
 pub use lora::{LoraConfig, LoraModule, LoraWeights, ATTENTION_MODULES, MLP_MODULES};
 pub(crate) use pack::Pack;
 pub use pack::Sequence;

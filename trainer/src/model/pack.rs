@@ -57,6 +57,10 @@ pub(crate) struct Pack {
     pub(crate) targets: Arc<[u32]>,
     /// `(first, count)` of each sequence's tokens in `targets`.
     responses: Vec<(usize, usize)>,
+    /// The sampling temperature the log-probs are taken at: `log softmax(logits / T)`, the
+    /// distribution a sampler at `T` drew from (GRPO's ratio against stored behaviour log-probs
+    /// needs it); 1 for everything else.
+    pub(crate) temperature: f64,
 }
 
 impl Pack {
@@ -69,6 +73,7 @@ impl Pack {
             predictors: Vec::new(),
             targets: Arc::from([]),
             responses: Vec::with_capacity(seqs.len()),
+            temperature: 1.0,
         };
         let mut targets = Vec::new();
         for seq in seqs {
@@ -85,6 +90,20 @@ impl Pack {
         }
         pack.targets = targets.into();
         Ok(pack)
+    }
+
+    /// The same pack, its log-probs taken at sampling temperature `temperature`.
+    ///
+    /// # Errors
+    /// `Error::Setting` for a temperature that is not finite and positive.
+    pub(crate) fn at_temperature(mut self, temperature: f64) -> Result<Self> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(Error::Setting(format!(
+                "log-probs need a positive sampling temperature, got {temperature}"
+            )));
+        }
+        self.temperature = temperature;
+        Ok(self)
     }
 
     /// The rows of `hidden` [rows, h] that predict response tokens: [targets, h].

@@ -21,20 +21,23 @@ use candle_core::{DType, Device};
 use chrono::{DateTime, Utc};
 use flywheel_store::{
     Adapter as StoredAdapter, NewTrainRun, Store, TrainRun, TrainStep, TrainingDataFilter,
-    TrainingGroup,
+    TrainingGroup, TrainingSelect, MAX_JUDGMENT_BATCH,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::stored::{pairs_from_store, DataReport};
+use super::rewards::{self, GrpoRewards};
+use super::stored::{pairs_from_store, rollouts_from_store, DataReport, RolloutData};
 use crate::files::{read_adapter, write_adapter, AdapterConfig, ADAPTER_CONFIG};
 use crate::learning::{
-    prepare_pairs, Dpo, Inpo, Ipo, Objective, OptimConfig, PairSelection, PreparedPair, Rpo, Sppo,
-    StepMetrics, TrainConfig, Trainer,
+    prepare_pairs, prepare_rollouts, ConsistencyConfig, Dpo, Grpo, GrpoStepMetrics, GrpoTrainer,
+    Inpo, Ipo, Objective, OptimConfig, PairSelection, PreparedPair, PreparedRollout, RolloutCheck,
+    Rpo, Sppo, StepMetrics, TrainConfig, Trainer, UnitExtractor,
 };
 use crate::model::{Adapter, LoraConfig, LoraWeights, Model};
 
-/// The preference objectives a job runs (research/algorithms.md).
+/// The objectives a job runs (research/algorithms.md): pairwise ones on judged groups, and the
+/// GRPO family on rewarded groups.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     Sppo,
@@ -42,15 +45,21 @@ pub enum Algorithm {
     Dpo,
     Ipo,
     Rpo,
+    /// GRPO on posted rewards, or on win-rates from judgments ([`GrpoRewards`]).
+    Grpo,
+    /// GRPO on variant groups with §5.2's consistency rewards.
+    ConsistencyGrpo,
 }
 
 impl Algorithm {
-    pub const ALL: [Algorithm; 5] = [
+    pub const ALL: [Algorithm; 7] = [
         Algorithm::Sppo,
         Algorithm::Inpo,
         Algorithm::Dpo,
         Algorithm::Ipo,
         Algorithm::Rpo,
+        Algorithm::Grpo,
+        Algorithm::ConsistencyGrpo,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,16 +69,29 @@ impl Algorithm {
             Algorithm::Dpo => "dpo",
             Algorithm::Ipo => "ipo",
             Algorithm::Rpo => "rpo",
+            Algorithm::Grpo => "grpo",
+            Algorithm::ConsistencyGrpo => "consistency-grpo",
         }
     }
 
-    fn objective(self) -> Box<dyn Objective> {
-        match self {
+    /// The pairwise objective; `None` for the GRPO family.
+    fn objective(self) -> Option<Box<dyn Objective>> {
+        Some(match self {
             Algorithm::Sppo => Box::new(Sppo::default()),
             Algorithm::Inpo => Box::new(Inpo::default()),
             Algorithm::Dpo => Box::new(Dpo::default()),
             Algorithm::Ipo => Box::new(Ipo::default()),
             Algorithm::Rpo => Box::new(Rpo::default()),
+            Algorithm::Grpo | Algorithm::ConsistencyGrpo => return None,
+        })
+    }
+
+    /// Which stored groups the algorithm learns from.
+    pub fn select(self, rewards: GrpoRewards) -> TrainingSelect {
+        match (self, rewards) {
+            (Algorithm::ConsistencyGrpo, _) => TrainingSelect::Variants,
+            (Algorithm::Grpo, GrpoRewards::Posted) => TrainingSelect::Rewarded,
+            _ => TrainingSelect::Judged,
         }
     }
 }
@@ -81,7 +103,11 @@ impl FromStr for Algorithm {
         Algorithm::ALL
             .into_iter()
             .find(|a| a.name() == s)
-            .ok_or_else(|| format!("must be one of sppo, inpo, dpo, ipo, rpo. Given: {s}"))
+            .ok_or_else(|| {
+                format!(
+                    "must be one of sppo, inpo, dpo, ipo, rpo, grpo, consistency-grpo. Given: {s}"
+                )
+            })
     }
 }
 
@@ -116,12 +142,76 @@ pub struct JobConfig {
     /// Learn from responses of every adapter version, not only the parent's (off-policy).
     pub all_versions: bool,
     pub seed: u64,
+    /// The GRPO family's settings; unused by the pairwise objectives.
+    pub grpo: GrpoSettings,
+}
+
+/// How `grpo` and `consistency-grpo` runs turn groups into updates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpoSettings {
+    /// The loss. Default: DAPO (clip-higher 0.2/0.28, token-level aggregation, equal-reward groups
+    /// dropped) with a k3 KL to the base at β = 0.04, which §5.2 advises for consistency rewards
+    /// (they pull towards short consensus answers).
+    pub loss: Grpo,
+    /// Where plain `grpo` takes its rewards from.
+    pub rewards: GrpoRewards,
+    /// `consistency-grpo`'s unit extractor: an `ExtractorSpec` JSON file (items with aliases,
+    /// regular expressions).
+    pub units: Option<PathBuf>,
+    pub consistency: ConsistencyConfig,
+    /// How far stored behaviour log-probs may stray from the policy's before a response is refused.
+    pub check: RolloutCheck,
+}
+
+impl Default for GrpoSettings {
+    fn default() -> Self {
+        Self {
+            loss: Grpo {
+                beta: 0.04,
+                ..Grpo::dapo()
+            },
+            rewards: GrpoRewards::default(),
+            units: None,
+            consistency: ConsistencyConfig::default(),
+            check: RolloutCheck::default(),
+        }
+    }
+}
+
+impl GrpoSettings {
+    fn as_json(&self) -> serde_json::Value {
+        let loss = &self.loss;
+        json!({
+            "loss_type": loss.aggregation.name(),
+            "scale_rewards": loss.advantages.scale_rewards.name(),
+            "baseline": match loss.advantages.baseline {
+                crate::learning::Baseline::Mean => "mean",
+                crate::learning::Baseline::LeaveOneOut => "loo",
+            },
+            "drop_zero_variance": loss.advantages.drop_zero_variance,
+            "epsilon_low": loss.epsilon_low,
+            "epsilon_high": loss.epsilon_high,
+            "beta": loss.beta,
+            "rewards": self.rewards.name(),
+            "units": self.units.as_ref().map(|p| p.display().to_string()),
+            "w_help": self.consistency.w_help,
+            "w_stab": self.consistency.w_stab,
+            "n_max": self.consistency.n_max,
+            "max_logprob_gap": self.check.max_gap,
+        })
+    }
 }
 
 impl JobConfig {
     /// Every setting, stored with the run so it can be repeated.
     fn as_json(&self) -> serde_json::Value {
+        let grpo = self
+            .algorithm
+            .objective()
+            .is_none()
+            .then(|| self.grpo.as_json());
         json!({
+            "grpo": grpo,
             "algo": self.algorithm.name(),
             "model": self.model.display().to_string(),
             "parent": self.parent,
@@ -137,15 +227,17 @@ impl JobConfig {
 }
 
 /// What a running job reports as it goes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Progress {
     /// The training data was read: how many groups gave pairs.
     Data(DataReport),
-    /// Step `done` of `total` finished, `elapsed` after the first began.
+    /// The GRPO family's training data was read.
+    Rollouts(RolloutData),
+    /// Step `done` of `total` finished, `elapsed` after the first began; `metrics` as recorded.
     Step {
         done: usize,
         total: usize,
-        metrics: StepMetrics,
+        metrics: TrainStep,
         elapsed: Duration,
     },
 }
@@ -223,14 +315,17 @@ async fn execute(
         adapter_version: (!config.all_versions).then_some(parent.version),
         since: run.data_since,
         until: Some(run.data_until),
+        select: config.algorithm.select(config.grpo.rewards),
     };
     let groups = store.training_groups(&filter).await?;
+    let rewards = group_rewards(store, config, run, &groups).await?;
     let work = Work {
         config: config.clone(),
         lora,
         parent_version: parent.version,
         parent_dir,
         groups,
+        rewards,
         dir: dir.to_path_buf(),
         base_model: run.base_model.clone(),
         cancel: cancel.clone(),
@@ -242,11 +337,10 @@ async fn execute(
     while let Some(event) = received.recv().await {
         let progress = match event {
             Event::Data(report) => Progress::Data(report),
+            Event::Rollouts(report) => Progress::Rollouts(report),
             Event::Step(step, metrics) => {
                 if recorded.is_ok() {
-                    recorded = store
-                        .insert_train_step(run.id, &train_step(step, &metrics))
-                        .await;
+                    recorded = store.insert_train_step(run.id, &metrics).await;
                     if recorded.is_err() {
                         cancel.store(true, Ordering::Relaxed);
                     }
@@ -273,7 +367,61 @@ async fn execute(
 
 enum Event {
     Data(DataReport),
-    Step(usize, StepMetrics),
+    Rollouts(RolloutData),
+    Step(usize, TrainStep),
+}
+
+/// Each group's reward per response for the GRPO family (`None` for the pairwise objectives):
+/// posted, win-rates, or consistency rewards, which are computed here and recorded with the run.
+async fn group_rewards(
+    store: &Store,
+    config: &JobConfig,
+    run: &TrainRun,
+    groups: &[TrainingGroup],
+) -> anyhow::Result<Option<Vec<Vec<Option<f64>>>>> {
+    match (config.algorithm, config.grpo.rewards) {
+        (Algorithm::Grpo, GrpoRewards::Posted) => {
+            Ok(Some(groups.iter().map(rewards::posted).collect()))
+        }
+        (Algorithm::Grpo, GrpoRewards::WinRate) => Ok(Some(
+            groups
+                .iter()
+                .map(rewards::win_rates)
+                .collect::<crate::Result<_>>()?,
+        )),
+        (Algorithm::ConsistencyGrpo, _) => {
+            let path = config.grpo.units.as_ref().context(
+                "consistency-grpo needs a unit extractor: pass --units FILE (an ExtractorSpec JSON)",
+            )?;
+            let extractor = UnitExtractor::from_file(path)
+                .with_context(|| format!("cannot load the unit extractor {}", path.display()))?;
+            let mut out = Vec::with_capacity(groups.len());
+            let mut records = Vec::new();
+            for group in groups.iter().filter(|g| g.responses.len() >= 2) {
+                let scored =
+                    rewards::consistency(group, &extractor, &config.grpo.consistency, run.id)?;
+                records.extend(scored.records);
+                out.push((group.id, scored.rewards));
+            }
+            for chunk in records.chunks(MAX_JUDGMENT_BATCH) {
+                store
+                    .insert_rewards(chunk)
+                    .await
+                    .context("cannot record the consistency rewards")?;
+            }
+            Ok(Some(
+                groups
+                    .iter()
+                    .map(|g| {
+                        out.iter()
+                            .find(|(id, _)| *id == g.id)
+                            .map_or_else(|| vec![None; g.responses.len()], |(_, r)| r.clone())
+                    })
+                    .collect(),
+            ))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// The tensor half of a job, owned by its blocking thread.
@@ -283,6 +431,8 @@ struct Work {
     parent_version: i64,
     parent_dir: Option<PathBuf>,
     groups: Vec<TrainingGroup>,
+    /// Per group and response, for the GRPO family.
+    rewards: Option<Vec<Vec<Option<f64>>>>,
     dir: PathBuf,
     base_model: String,
     cancel: Arc<AtomicBool>,
@@ -290,7 +440,7 @@ struct Work {
 
 impl Work {
     /// Trains and writes the adapter; returns its sha256.
-    fn run(self, events: mpsc::Sender<Event>) -> anyhow::Result<String> {
+    fn run(&self, events: mpsc::Sender<Event>) -> anyhow::Result<String> {
         let config = &self.config;
         let model = Model::load(&config.model, self.lora.clone(), DType::F32, &Device::Cpu)
             .with_context(|| format!("cannot load the model at {}", config.model.display()))?;
@@ -308,21 +458,10 @@ impl Work {
             }
             None => None,
         };
-        let selection = PairSelection {
-            policy_version: (!config.all_versions).then_some(self.parent_version),
-            require_direct_agreement: config.algorithm == Algorithm::Inpo,
-            ..PairSelection::default()
-        };
-        let (examples, report) =
-            pairs_from_store(&self.groups, &selection, model.config().vocab_size)
-                .context("no usable training pairs")?;
-        let _ = events.blocking_send(Event::Data(report));
-        let objective = config.algorithm.objective();
         let frozen = match &previous {
             Some(w) => Adapter::Fixed(w),
             None => Adapter::Off,
         };
-        let pairs = prepare_pairs(&model, objective.as_ref(), examples, frozen)?;
         let train_config = TrainConfig {
             optim: OptimConfig {
                 lr: config.lr,
@@ -334,14 +473,14 @@ impl Work {
             seed: config.seed,
             ..TrainConfig::default()
         };
-        let mut trainer = Trainer::new(&model, objective, train_config)?;
-        for step in 0..config.steps {
-            if self.cancel.load(Ordering::Relaxed) {
-                bail!("cancelled after {step} of {} steps", config.steps);
+        match (config.algorithm.objective(), &self.rewards) {
+            (Some(objective), _) => {
+                self.train_pairs(&model, objective, frozen, train_config, &events)?
             }
-            let batch = batch_at(&pairs, step, config.batch);
-            let metrics = trainer.step(&batch)?;
-            let _ = events.blocking_send(Event::Step(step, metrics));
+            (None, Some(rewards)) => {
+                self.train_rollouts(&model, rewards, frozen, train_config, &events)?
+            }
+            (None, None) => bail!("a GRPO run without rewards"),
         }
         let weights = model.snapshot()?;
         Ok(write_adapter(
@@ -351,6 +490,115 @@ impl Work {
             &self.base_model,
         )?)
     }
+}
+
+impl Work {
+    fn train_pairs(
+        &self,
+        model: &Model,
+        objective: Box<dyn Objective>,
+        frozen: Adapter,
+        train_config: TrainConfig,
+        events: &mpsc::Sender<Event>,
+    ) -> anyhow::Result<()> {
+        let config = &self.config;
+        let selection = PairSelection {
+            policy_version: (!config.all_versions).then_some(self.parent_version),
+            require_direct_agreement: config.algorithm == Algorithm::Inpo,
+            ..PairSelection::default()
+        };
+        let (examples, report) =
+            pairs_from_store(&self.groups, &selection, model.config().vocab_size)
+                .context("no usable training pairs")?;
+        let _ = events.blocking_send(Event::Data(report));
+        let pairs = prepare_pairs(model, objective.as_ref(), examples, frozen)?;
+        let mut trainer = Trainer::new(model, objective, train_config)?;
+        for step in 0..config.steps {
+            self.check_cancel(step)?;
+            let batch = batch_at(&pairs, step, config.batch);
+            let metrics = trainer.step(&batch)?;
+            let _ = events.blocking_send(Event::Step(step, pair_step(step, &metrics)));
+        }
+        Ok(())
+    }
+
+    /// GRPO: each step takes the responses of `batch` groups (of one sampling temperature), in
+    /// order and wrapping around.
+    fn train_rollouts(
+        &self,
+        model: &Model,
+        rewards: &[Vec<Option<f64>>],
+        frozen: Adapter,
+        train_config: TrainConfig,
+        events: &mpsc::Sender<Event>,
+    ) -> anyhow::Result<()> {
+        let config = &self.config;
+        let policy_version = (!config.all_versions).then_some(self.parent_version);
+        let (groups, mut data) = rollouts_from_store(
+            &self.groups,
+            rewards,
+            policy_version,
+            model.config().vocab_size,
+        )?;
+        let grpo = self.config.grpo.loss;
+        let prepared = prepare_rollouts(model, &grpo, groups, frozen, self.config.grpo.check);
+        let (rollouts, report) = match prepared {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = events.blocking_send(Event::Rollouts(data));
+                return Err(anyhow::Error::new(e).context("no usable GRPO groups"));
+            }
+        };
+        data.prepared = Some(report);
+        let _ = events.blocking_send(Event::Rollouts(data));
+        let groups = by_group(rollouts);
+        let mut trainer = GrpoTrainer::new(model, grpo, train_config)?;
+        for step in 0..config.steps {
+            self.check_cancel(step)?;
+            let batch = group_batch_at(&groups, step, config.batch);
+            let metrics = trainer.step(&batch)?;
+            let _ = events.blocking_send(Event::Step(step, grpo_step(step, &metrics)));
+        }
+        Ok(())
+    }
+
+    fn check_cancel(&self, step: usize) -> anyhow::Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            bail!("cancelled after {step} of {} steps", self.config.steps);
+        }
+        Ok(())
+    }
+}
+
+/// Prepared rollouts regrouped by their group, in order.
+fn by_group(rollouts: Vec<PreparedRollout>) -> Vec<Vec<PreparedRollout>> {
+    let mut groups: Vec<Vec<PreparedRollout>> = Vec::new();
+    for r in rollouts {
+        match groups.last_mut() {
+            Some(g) if g[0].group == r.group => g.push(r),
+            _ => groups.push(vec![r]),
+        }
+    }
+    groups
+}
+
+/// The responses of `batch` groups from step `step` on, wrapping around, keeping only groups of the
+/// first one's sampling temperature (one pack has one temperature).
+fn group_batch_at(
+    groups: &[Vec<PreparedRollout>],
+    step: usize,
+    batch: usize,
+) -> Vec<PreparedRollout> {
+    let picked: Vec<&Vec<PreparedRollout>> = (0..batch.min(groups.len()))
+        .map(|i| &groups[(step * batch + i) % groups.len()])
+        .collect();
+    let temperature = picked[0][0].temperature;
+    picked
+        .into_iter()
+        .filter(|g| g[0].temperature == temperature)
+        .flatten()
+        .cloned()
+        .collect()
 }
 
 /// The parent's adapter directory (`None` for the base model), by the store's one rule.
@@ -396,7 +644,7 @@ fn batch_at(pairs: &[PreparedPair], step: usize, batch: usize) -> Vec<PreparedPa
         .collect()
 }
 
-fn train_step(step: usize, m: &StepMetrics) -> TrainStep {
+fn pair_step(step: usize, m: &StepMetrics) -> TrainStep {
     TrainStep {
         step: step as i64,
         loss: m.loss,
@@ -405,6 +653,29 @@ fn train_step(step: usize, m: &StepMetrics) -> TrainStep {
         rejected_logratio: m.rejected_logratio,
         grad_norm: m.grad_norm,
         lr: m.lr,
+        details: None,
+    }
+}
+
+/// A GRPO step has no chosen and rejected responses: those columns are 0 and its own metrics go
+/// into `details`.
+fn grpo_step(step: usize, m: &GrpoStepMetrics) -> TrainStep {
+    TrainStep {
+        step: step as i64,
+        loss: m.loss,
+        reward_margin: 0.0,
+        chosen_logratio: 0.0,
+        rejected_logratio: 0.0,
+        grad_norm: m.grad_norm,
+        lr: m.lr,
+        details: Some(json!({
+            "tokens": m.stats.tokens,
+            "mean_advantage": m.mean_advantage,
+            "clipped_low": m.stats.clipped_low,
+            "clipped_high": m.stats.clipped_high,
+            "mean_kl": m.stats.mean_kl,
+            "max_abs_log_ratio": m.stats.max_abs_log_ratio,
+        })),
     }
 }
 

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flywheel_store::{NewDecision, Store};
+use flywheel_store::{NewDecision, Store, TrainingDataFilter, TrainingSelect};
 use tokio::task::JoinHandle;
 
 use super::job::{run_job, JobConfig, Progress};
@@ -23,7 +23,8 @@ use super::job::{run_job, JobConfig, Progress};
 pub struct WorkerConfig {
     /// The job to run; its `parent` is ignored (the worker always improves the active adapter).
     pub job: JobConfig,
-    /// Judgments of the active adapter's samples, made since the last run began, needed to train.
+    /// Judgments of the active adapter's samples, made since the last run began, needed to train;
+    /// for the GRPO family, new groups it can learn from (rewarded groups, or variant groups).
     pub min_new_judgments: i64,
     /// Make each new adapter active at once, unchecked (`--promotion always`); otherwise it stays
     /// a candidate for the arena, and training waits until no candidate is left.
@@ -66,7 +67,19 @@ pub async fn try_train_once(
     let parent = store.active_adapter_version().await?;
     let since = store.latest_train_run().await?.map(|run| run.data_until);
     let version = (!config.job.all_versions).then_some(parent);
-    let new = store.count_judgments(version, since).await?;
+    // Pairwise objectives wait for judgments; the GRPO family for new groups it can learn from.
+    let new = match config.job.algorithm.select(config.job.grpo.rewards) {
+        TrainingSelect::Judged => store.count_judgments(version, since).await?,
+        select => {
+            let filter = TrainingDataFilter {
+                adapter_version: version,
+                since,
+                until: None,
+                select,
+            };
+            store.count_training_groups(&filter).await?
+        }
+    };
     if new < config.min_new_judgments {
         tracing::debug!(
             new,
@@ -82,6 +95,7 @@ pub async fn try_train_once(
     tracing::info!(new, parent, "training on new judgments");
     let mut log = |p: &Progress| match p {
         Progress::Data(report) => tracing::info!(%report, "training data"),
+        Progress::Rollouts(report) => tracing::info!(%report, "training data"),
         Progress::Step {
             done,
             total,
@@ -91,7 +105,7 @@ pub async fn try_train_once(
             step = done,
             total,
             loss = metrics.loss,
-            margin = metrics.margin,
+            margin = metrics.reward_margin,
             "train step"
         ),
     };

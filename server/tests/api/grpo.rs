@@ -1,0 +1,210 @@
+//! The GRPO family end to end on the tiny model: `flywheel train --algo consistency-grpo` on variant
+//! groups, `--algo grpo` on posted rewards and on win-rates from judgments; each ends in a
+//! candidate adapter the engine serves, with its rewards and per-step metrics recorded.
+
+use flywheel_server::cli::train::train;
+use flywheel_store::{AdapterStatus, RewardFilter, RewardSource, TrainRunStatus};
+use serde_json::json;
+
+use crate::helpers::{greedy, serve_version, spawn_app_with, AppOptions, TestApp, MODEL};
+use crate::training::{judge, sample, train_args};
+use crate::variants::{letters, variant_group};
+
+async fn app() -> TestApp {
+    spawn_app_with(AppOptions {
+        units: Some(letters()),
+        ..AppOptions::default()
+    })
+    .await
+}
+
+fn units_file(dir: &std::path::Path) -> String {
+    let path = dir.join("units.json");
+    std::fs::write(
+        &path,
+        r#"{"name": "letters", "patterns": [{"name": "letter", "regex": "[a-z]"}]}"#,
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn consistency_grpo_trains_on_variant_groups_and_records_its_rewards() {
+    // Arrange: two training families and one held-out family.
+    let app = app().await;
+    for (seed, prompt) in [(1, "Recommend three funds."), (2, "Name two nursing jobs.")] {
+        variant_group(
+            &app,
+            json!({"model": MODEL, "prompt": prompt, "paraphrases": ["Say it another way.", "Once more."],
+                   "n": 2, "temperature": 1.0, "max_tokens": 10, "seed": seed}),
+        )
+        .await;
+    }
+    let held_out = variant_group(
+        &app,
+        json!({"prompt": "Pick a bond.", "paraphrases": ["Which bond?"], "n": 2, "max_tokens": 6,
+               "held_out": true}),
+    )
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let units = units_file(out.path());
+    let args = train_args(
+        out.path(),
+        &[
+            "--algo",
+            "consistency-grpo",
+            "--units",
+            &units,
+            "--steps",
+            "3",
+            "--lr",
+            "1e-2",
+            "--batch",
+            "1",
+        ],
+    );
+
+    // Act
+    let adapter = train(&app.store, &args).await.unwrap();
+    serve_version(&app, adapter.version).await;
+    let body = app.chat(greedy("Which adapter is this?", 6)).await;
+
+    // Assert
+    assert_eq!(adapter.status, AdapterStatus::Candidate);
+    assert_eq!(adapter.algorithm, "consistency-grpo");
+    let run = app
+        .store
+        .get_train_run(adapter.train_run_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(run.status, TrainRunStatus::Succeeded);
+    assert_eq!(run.config["grpo"]["loss_type"], "dapo");
+    let steps = app.store.train_steps(run.id).await.unwrap();
+    assert_eq!(steps.len(), 3);
+    for step in &steps {
+        let details = step
+            .details
+            .as_ref()
+            .expect("GRPO steps record their metrics");
+        assert!(details["tokens"].as_u64().unwrap() > 0);
+        assert!(details["max_abs_log_ratio"].as_f64().unwrap().is_finite());
+    }
+    // The first step is on-policy: π_θ is the sampler, so the ratio is 1 to rounding.
+    let first = steps[0].details.as_ref().unwrap();
+    assert!(
+        first["max_abs_log_ratio"].as_f64().unwrap() < 1e-3,
+        "{first}"
+    );
+    let rewards = app
+        .store
+        .list_rewards(&RewardFilter {
+            source: Some(RewardSource::Consistency),
+            limit: 100,
+            ..RewardFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rewards.len(),
+        12,
+        "2 training groups of 3 variants × 2 samples"
+    );
+    let details = rewards[0].details.as_ref().unwrap();
+    assert_eq!(details["extractor"], letters().version());
+    assert!(details["units"].is_array() && details["group_entropy"].is_number());
+    let held_out_id: uuid::Uuid = held_out["id"].as_str().unwrap().parse().unwrap();
+    assert!(rewards.iter().all(|r| r.group_id != held_out_id));
+    assert_eq!(body["adapter"], adapter.version);
+}
+
+#[tokio::test]
+async fn grpo_trains_on_posted_rewards_and_on_win_rates_from_judgments() {
+    // Arrange: two sample groups, rewarded through the API and judged round-robin.
+    let app = app().await;
+    let mut groups = Vec::new();
+    for (i, prompt) in ["Name a colour", "Name an animal"].iter().enumerate() {
+        let id = sample(&app, prompt, 3, i as i64).await;
+        judge(&app, id).await;
+        groups.push(id);
+    }
+    for id in &groups {
+        let group = app.store.get_group(*id).await.unwrap();
+        for (k, r) in group.responses.iter().enumerate() {
+            let reward = json!({"response_id": r.id, "value": k as f64, "source": "rule",
+                                "annotator": "length-rule"});
+            assert_eq!(app.post("/v1/rewards", &reward).await.status(), 201);
+        }
+    }
+    let out = tempfile::tempdir().unwrap();
+    let steps = ["--steps", "2", "--lr", "1e-2", "--batch", "2"];
+    let posted = train_args(out.path(), &[&["--algo", "grpo"][..], &steps].concat());
+    let win_rates = train_args(
+        out.path(),
+        &[
+            &[
+                "--algo",
+                "grpo",
+                "--grpo-rewards",
+                "win-rate",
+                "--grpo-loss",
+                "grpo",
+            ][..],
+            &steps,
+        ]
+        .concat(),
+    );
+
+    // Act
+    let first = train(&app.store, &posted).await.unwrap();
+    let second = train(&app.store, &win_rates).await.unwrap();
+
+    // Assert
+    for adapter in [&first, &second] {
+        assert_eq!(adapter.status, AdapterStatus::Candidate);
+        assert_eq!(adapter.algorithm, "grpo");
+        let run = app
+            .store
+            .get_train_run(adapter.train_run_id.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(run.status, TrainRunStatus::Succeeded);
+        assert_eq!(app.store.train_steps(run.id).await.unwrap().len(), 2);
+    }
+    let run = app
+        .store
+        .get_train_run(second.train_run_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(run.config["grpo"]["rewards"], "win-rate");
+    assert_eq!(run.config["grpo"]["loss_type"], "grpo");
+}
+
+#[tokio::test]
+async fn a_grpo_run_without_rewards_fails_and_says_why() {
+    let app = app().await;
+    sample(&app, "Nobody rewards this", 2, 3).await;
+    let out = tempfile::tempdir().unwrap();
+    let args = train_args(out.path(), &["--algo", "grpo", "--steps", "1"]);
+
+    let message = format!("{:#}", train(&app.store, &args).await.unwrap_err());
+
+    assert!(message.contains("no usable GRPO groups"), "{message}");
+    let adapter = app.store.get_adapter(1).await.unwrap();
+    assert_eq!(adapter.status, AdapterStatus::Failed);
+}
+
+#[tokio::test]
+async fn consistency_grpo_without_an_extractor_fails_before_training() {
+    let app = app().await;
+    variant_group(
+        &app,
+        json!({"prompt": "Recommend funds.", "paraphrases": ["Which funds?"], "n": 2, "max_tokens": 4}),
+    )
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let args = train_args(out.path(), &["--algo", "consistency-grpo", "--steps", "1"]);
+
+    let message = format!("{:#}", train(&app.store, &args).await.unwrap_err());
+
+    assert!(message.contains("--units"), "{message}");
+}
