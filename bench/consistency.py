@@ -241,7 +241,10 @@ TOPICS = ["photosynthesis", "gravity", "the internet", "recycling", "vaccines", 
           "bicycles", "bees", "rain", "the ocean", "money", "music", "friendship", "computers",
           "trees", "the sun", "earthquakes", "batteries", "clouds", "bread", "libraries", "email",
           "maps", "solar panels", "wind", "salt", "glaciers", "the heart", "chess", "gardening"]
-TEMPLATES = ["Explain {t}.", "Tell me about {t}.", "What is {t}?", "Describe {t}."]
+# One-sentence prompts, so the base model satisfies the rule sometimes (GRPO needs groups with
+# unequal rewards), but well under half the time.
+TEMPLATES = ["In one sentence, explain {t}.", "Define {t} in one sentence.",
+             "Briefly, why is {t} important?", "What is {t}? Answer briefly."]
 
 
 def chat(server, version, prompt, n, seed, args):

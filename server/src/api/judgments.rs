@@ -177,33 +177,38 @@ pub(crate) fn idempotency_header(headers: &HeaderMap) -> Result<Option<String>, 
         .transpose()
 }
 
-/// The judgments of a body, and whether it was a batch. Each serde error names its field
-/// (`judgments[3].outcome` in a batch).
+/// The judgments of a body, and whether it was a batch.
 fn parse_body(body: Value) -> Result<(Vec<JudgmentBody>, bool), ApiError> {
+    parse_one_or_batch(body, "judgments", MAX_JUDGMENT_BATCH)
+}
+
+/// One item, or a batch `{"<key>": [...]}` of 1 to `max` items, and whether it was a batch. Each
+/// serde error names its field (`<key>[3].outcome` in a batch).
+pub(crate) fn parse_one_or_batch<T: DeserializeOwned>(
+    body: Value,
+    key: &str,
+    max: usize,
+) -> Result<(Vec<T>, bool), ApiError> {
     let Value::Object(mut object) = body else {
         return Err(ApiError::invalid("body", "the body must be a JSON object"));
     };
-    let Some(batch) = object.remove("judgments") else {
+    let Some(batch) = object.remove(key) else {
         return Ok((vec![deserialize(Value::Object(object), "")?], false));
     };
     if let Some(extra) = object.keys().next() {
         return Err(ApiError::invalid(
             extra.clone(),
-            format!("`{extra}` is not allowed beside `judgments` in a batch"),
+            format!("`{extra}` is not allowed beside `{key}` in a batch"),
         ));
     }
     let Value::Array(items) = batch else {
-        return Err(ApiError::invalid(
-            "judgments",
-            "`judgments` must be an array",
-        ));
+        return Err(ApiError::invalid(key, format!("`{key}` must be an array")));
     };
-    if items.is_empty() || items.len() > MAX_JUDGMENT_BATCH {
+    if items.is_empty() || items.len() > max {
         return Err(ApiError::invalid(
-            "judgments",
+            key,
             format!(
-                "`judgments` must hold at least 1 and at most {MAX_JUDGMENT_BATCH} judgments. \
-                 Given: {}",
+                "`{key}` must hold at least 1 and at most {max} {key}. Given: {}",
                 items.len()
             ),
         ));
@@ -211,13 +216,13 @@ fn parse_body(body: Value) -> Result<(Vec<JudgmentBody>, bool), ApiError> {
     let items = items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| deserialize(item, &format!("judgments[{i}].")))
+        .map(|(i, item)| deserialize(item, &format!("{key}[{i}].")))
         .collect::<Result<_, _>>()?;
     Ok((items, true))
 }
 
 /// Deserializes `value`, naming the failing field in `param` (after `prefix`).
-pub(crate) fn deserialize<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ApiError> {
+fn deserialize<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, AppJson, AppQuery, ErrorBody};
 use super::groups::{parse_id, parse_limit};
-use super::judgments::{deserialize, idempotency_header};
+use super::judgments::{idempotency_header, parse_one_or_batch};
 use super::AppState;
 
 const MAX_BATCH: usize = flywheel_store::MAX_JUDGMENT_BATCH;
@@ -120,7 +120,7 @@ pub async fn create_rewards(
     AppJson(body): AppJson<Value>,
 ) -> Result<Response, ApiError> {
     let header_key = idempotency_header(&headers)?;
-    let (items, batch) = parse_body(body)?;
+    let (items, batch) = parse_one_or_batch::<RewardBody>(body, "rewards", MAX_BATCH)?;
     tracing::Span::current().record("count", items.len());
     let rewards = items
         .into_iter()
@@ -155,39 +155,6 @@ pub async fn create_rewards(
             (status, AppJson(list)).into_response()
         }
     })
-}
-
-fn parse_body(body: Value) -> Result<(Vec<RewardBody>, bool), ApiError> {
-    let Value::Object(mut object) = body else {
-        return Err(ApiError::invalid("body", "the body must be a JSON object"));
-    };
-    let Some(batch) = object.remove("rewards") else {
-        return Ok((vec![deserialize(Value::Object(object), "")?], false));
-    };
-    if let Some(extra) = object.keys().next() {
-        return Err(ApiError::invalid(
-            extra.clone(),
-            format!("`{extra}` is not allowed beside `rewards` in a batch"),
-        ));
-    }
-    let Value::Array(items) = batch else {
-        return Err(ApiError::invalid("rewards", "`rewards` must be an array"));
-    };
-    if items.is_empty() || items.len() > MAX_BATCH {
-        return Err(ApiError::invalid(
-            "rewards",
-            format!(
-                "`rewards` must hold at least 1 and at most {MAX_BATCH} rewards. Given: {}",
-                items.len()
-            ),
-        ));
-    }
-    let items = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| deserialize(item, &format!("rewards[{i}].")))
-        .collect::<Result<_, _>>()?;
-    Ok((items, true))
 }
 
 fn new_reward(

@@ -73,13 +73,26 @@ fn show(progress: &Progress) {
             total,
             metrics,
             elapsed,
-        } => eprintln!(
-            "step {done}/{total}  loss {:.4}  margin {:+.4}  {:.2} s/step  ETA {}",
-            metrics.loss,
-            metrics.reward_margin,
-            per_step(*elapsed, *done),
-            clock(per_step(*elapsed, *done) * (total - done) as f64)
-        ),
+        } => {
+            // A GRPO step has no margin: show its KL and clip fractions instead.
+            let detail = match &metrics.details {
+                Some(d) => {
+                    let value = |key: &str| d[key].as_f64().unwrap_or(0.0);
+                    format!(
+                        "kl {:.4}  clipped {:.3}",
+                        value("mean_kl"),
+                        value("clipped_low") + value("clipped_high")
+                    )
+                }
+                None => format!("margin {:+.4}", metrics.reward_margin),
+            };
+            eprintln!(
+                "step {done}/{total}  loss {:.4}  {detail}  {:.2} s/step  ETA {}",
+                metrics.loss,
+                per_step(*elapsed, *done),
+                clock(per_step(*elapsed, *done) * (total - done) as f64)
+            )
+        }
     }
 }
 

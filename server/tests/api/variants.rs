@@ -347,3 +347,74 @@ async fn the_consistency_report_measures_held_out_groups_and_needs_an_extractor(
     let bare = spawn_app_with(AppOptions::default()).await;
     assert_error(bare.get("/v1/consistency").await, 409, None).await;
 }
+
+#[tokio::test]
+async fn the_grpo_export_holds_rewarded_groups_with_each_variants_prompt_and_behaviour_log_probs() {
+    let app = app(false).await;
+    let group = variant_group(
+        &app,
+        json!({"prompt": "Recommend funds.", "paraphrases": ["Which funds?"], "n": 1,
+               "max_tokens": 4, "temperature": 0.7}),
+    )
+    .await;
+    variant_group(
+        &app,
+        json!({"prompt": "Unrewarded.", "paraphrases": ["Still unrewarded."], "n": 1, "max_tokens": 4}),
+    )
+    .await;
+    let responses = group["responses"].as_array().unwrap();
+    let rewards: Vec<Value> = [(0, 1.0), (0, 0.0), (1, 0.25)]
+        .iter()
+        .map(|&(i, value)| {
+            json!({"response_id": responses[i]["id"], "value": value, "source": "rule",
+                   "annotator": format!("rule-{value}")})
+        })
+        .collect();
+    let posted = app
+        .post("/v1/rewards", &json!({ "rewards": rewards }))
+        .await;
+    assert_eq!(posted.status(), 201);
+
+    let response = app.get("/v1/exports?format=grpo").await;
+    assert_eq!(response.status(), 200);
+    let manifest: Value =
+        serde_json::from_str(response.headers()["x-flywheel-manifest"].to_str().unwrap()).unwrap();
+    let text = response.text().await.unwrap();
+
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "only the rewarded group: {text}");
+    assert_eq!(manifest["format"], "grpo");
+    let line = &lines[0];
+    assert_eq!(
+        (line["kind"].as_str(), line["temperature"].as_f64()),
+        (Some("variants"), Some(0.7))
+    );
+    let exported = line["responses"].as_array().unwrap();
+    assert_eq!(exported[0]["reward"], 0.5, "the mean of its two rewards");
+    assert_eq!(exported[1]["reward"], 0.25);
+    for (e, r) in exported.iter().zip(responses) {
+        assert_eq!(e["prompt"], r["prompt"]);
+        assert_eq!(e["prompt_token_ids"], r["prompt_token_ids"]);
+        assert_eq!(e["completion_token_ids"], r["token_ids"]);
+        // Widened from f32 to f64 on the way through a JSON value: equal as f32.
+        let f32s = |v: &Value| -> Vec<f32> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        };
+        assert_eq!(f32s(&e["behaviour_logprobs"]), f32s(&r["logprobs"]));
+        assert_eq!(e["variant"], r["variant"]);
+    }
+    let raw = app
+        .get("/v1/exports?format=raw")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(raw.is_empty(), "raw exports judged groups only: {raw}");
+}

@@ -79,14 +79,9 @@ impl std::fmt::Display for RolloutReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} groups of {} responses read: {} responses kept, {} refused (stored log-probs not \
-             the policy's), {} groups too small, {} groups with equal rewards",
-            self.groups,
-            self.rollouts,
-            self.kept,
-            self.mismatched,
-            self.too_small,
-            self.zero_variance
+            "{} of {} responses kept, {} refused (stored log-probs not the policy's), {} groups \
+             too small, {} groups with equal rewards",
+            self.kept, self.rollouts, self.mismatched, self.too_small, self.zero_variance
         )
     }
 }

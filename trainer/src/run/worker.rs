@@ -106,6 +106,7 @@ pub async fn try_train_once(
             total,
             loss = metrics.loss,
             margin = metrics.reward_margin,
+            details = metrics.details.as_ref().map(ToString::to_string),
             "train step"
         ),
     };
