@@ -182,33 +182,43 @@ impl NewJudgment {
                 ));
             }
         }
-        let chars = self.annotator.chars().count();
-        if self.annotator.trim().is_empty() {
-            return Err(("annotator", "must not be empty".to_string()));
-        }
-        if chars > MAX_KEY_CHARS {
-            return Err((
-                "annotator",
-                format!("must be at most {MAX_KEY_CHARS} characters. Given: {chars}"),
-            ));
-        }
-        let nul = "contains a NUL character (\\u0000), which text fields cannot hold".to_string();
-        if self.annotator.contains('\0') {
-            return Err(("annotator", nul));
-        }
-        if self.rationale.as_deref().is_some_and(|r| r.contains('\0')) {
-            return Err(("rationale", nul));
-        }
-        if self
-            .criteria
-            .as_ref()
-            .and_then(crate::text::first_nul)
-            .is_some()
-        {
-            return Err(("criteria", nul));
-        }
-        Ok(())
+        check_attribution(
+            &self.annotator,
+            self.rationale.as_deref(),
+            ("criteria", self.criteria.as_ref()),
+        )
     }
+}
+
+/// The checks every attributed record shares (a judgment, a reward): a non-blank annotator of at
+/// most [`MAX_KEY_CHARS`] characters, and no NUL in the annotator, the rationale or the free-form
+/// JSON field `json` (named by its first element). `(field, what is wrong)` for the first failure.
+pub(crate) fn check_attribution(
+    annotator: &str,
+    rationale: Option<&str>,
+    json: (&'static str, Option<&Value>),
+) -> Result<(), (&'static str, String)> {
+    let chars = annotator.chars().count();
+    if annotator.trim().is_empty() {
+        return Err(("annotator", "must not be empty".to_string()));
+    }
+    if chars > MAX_KEY_CHARS {
+        return Err((
+            "annotator",
+            format!("must be at most {MAX_KEY_CHARS} characters. Given: {chars}"),
+        ));
+    }
+    let nul = "contains a NUL character (\\u0000), which text fields cannot hold".to_string();
+    if annotator.contains('\0') {
+        return Err(("annotator", nul));
+    }
+    if rationale.is_some_and(|r| r.contains('\0')) {
+        return Err(("rationale", nul));
+    }
+    if json.1.and_then(crate::text::first_nul).is_some() {
+        return Err((json.0, nul));
+    }
+    Ok(())
 }
 
 /// A stored judgment. Immutable once written.

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::hash::{canonical_json, sha256_hex};
 use crate::text_enum::text_enum;
-use crate::{IdempotencyKey, MAX_JUDGMENT_BATCH, MAX_KEY_CHARS};
+use crate::{IdempotencyKey, MAX_JUDGMENT_BATCH};
 
 /// The most rewards one [`insert_rewards`](crate::Store::insert_rewards) call stores: as many as
 /// judgments.
@@ -82,32 +82,11 @@ impl NewReward {
                 ),
             ));
         }
-        let chars = self.annotator.chars().count();
-        if self.annotator.trim().is_empty() {
-            return Err(("annotator", "must not be empty".to_string()));
-        }
-        if chars > MAX_KEY_CHARS {
-            return Err((
-                "annotator",
-                format!("must be at most {MAX_KEY_CHARS} characters. Given: {chars}"),
-            ));
-        }
-        let nul = "contains a NUL character (\\u0000), which text fields cannot hold".to_string();
-        if self.annotator.contains('\0') {
-            return Err(("annotator", nul));
-        }
-        if self.rationale.as_deref().is_some_and(|r| r.contains('\0')) {
-            return Err(("rationale", nul));
-        }
-        if self
-            .details
-            .as_ref()
-            .and_then(crate::text::first_nul)
-            .is_some()
-        {
-            return Err(("details", nul));
-        }
-        Ok(())
+        crate::judgment_types::check_attribution(
+            &self.annotator,
+            self.rationale.as_deref(),
+            ("details", self.details.as_ref()),
+        )
     }
 }
 
@@ -165,6 +144,7 @@ impl Default for RewardFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MAX_KEY_CHARS;
 
     fn reward() -> NewReward {
         NewReward {
