@@ -986,8 +986,11 @@ async fn get_arena_shows_the_leaderboard_and_the_candidates_head_to_head() {
     assert_eq!(tick.duels, 4);
     let mut judge = ScriptedJudge::new(&app, candidate, 0);
     use Prefer::*;
+    // The queue hands a judged duel to a second annotator now and then (`annotation_overlap`),
+    // so six judgments cover some of the four duels twice.
+    let mut judged_duels = std::collections::HashSet::new();
     for prefer in [Candidate, Candidate, Candidate, Incumbent, Tie, BothBad] {
-        judge.judge(prefer).await;
+        judged_duels.insert(judge.judge(prefer).await["group_id"].to_string());
     }
 
     // Act
@@ -1018,7 +1021,11 @@ async fn get_arena_shows_the_leaderboard_and_the_candidates_head_to_head() {
     );
     assert!(lower < 0.625 && 0.625 < upper, "{standing}");
     assert_eq!(standing["duels"], 4);
-    assert_eq!(standing["unjudged_duels"], 0);
+    assert_eq!(
+        standing["unjudged_duels"],
+        4 - judged_duels.len(),
+        "{standing}"
+    );
     assert_eq!(standing["gate_action"], "continue");
     assert_eq!(standing["gate_rule"], "too_few_judgments");
 
