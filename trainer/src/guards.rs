@@ -50,7 +50,7 @@ fn random_adapter(model: &Model, seed: u64) -> LoraWeights {
                 let v: Vec<f64> = (0..r * c).map(|_| rng.random_range(-0.1..0.1)).collect();
                 Tensor::from_vec(v, (r, c), &Device::Cpu)
                     .unwrap()
-                    .to_dtype(model.dtype())
+                    .to_dtype(model.lora_dtype())
                     .unwrap()
             };
             let rank = model.lora_config().rank;
@@ -421,4 +421,93 @@ fn assert_fused_ops_match_the_primitive_ops(model: &Model) {
             assert!((x - y).abs() <= 1e-10 * x.abs().max(1.0), "{x} vs {y}");
         }
     }
+}
+
+/// The path a GPU takes (primitive ops, a bf16 base), run on the CPU: LoRA weights stay f32 and the
+/// gradients follow f32's within bf16's precision.
+#[test]
+fn a_bf16_base_trains_f32_lora_weights_with_gradients_close_to_f32s() {
+    // Arrange: the same weights and adapter in both precisions.
+    let (_d32, f32_model) = tiny_model(DType::F32, 0.0);
+    let (_d16, bf16_model) = tiny_model(DType::BF16, 0.0);
+    let adapter = random_adapter(&f32_model, 6);
+    f32_model.set_trainable(&adapter).unwrap();
+    bf16_model.set_trainable(&adapter).unwrap();
+    assert_eq!(bf16_model.dtype(), DType::BF16);
+    assert_eq!(bf16_model.lora_dtype(), DType::F32);
+    assert!(bf16_model
+        .trainable_vars()
+        .iter()
+        .all(|v| v.dtype() == DType::F32));
+
+    // Act
+    let (loss32, grads32) = gradients(&f32_model, &Dpo::default(), false);
+    let (loss16, grads16) = gradients(&bf16_model, &Dpo::default(), false);
+    let (loss16_ckpt, grads16_ckpt) = gradients(&bf16_model, &Dpo::default(), true);
+
+    // Assert: each LoRA tensor's gradient points the same way (cosine) at a similar size.
+    assert!((loss32 - loss16).abs() < 0.02, "{loss32} vs {loss16}");
+    assert_eq!(loss16, loss16_ckpt);
+    for (i, (g32, g16)) in grads32.grads.iter().zip(&grads16.grads).enumerate() {
+        let (x, y) = (values(g32.as_ref().unwrap()), values(g16.as_ref().unwrap()));
+        assert_eq!(g16.as_ref().unwrap().dtype(), DType::F32);
+        let dot: f64 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
+        let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let cosine = dot / (norm(&x) * norm(&y));
+        let ratio = norm(&y) / norm(&x);
+        assert!(cosine > 0.98, "LoRA tensor {i}: cosine {cosine}");
+        assert!(
+            (ratio - 1.0).abs() < 0.1,
+            "LoRA tensor {i}: norm ratio {ratio}"
+        );
+    }
+    for (a, b) in grads16.grads.iter().zip(&grads16_ckpt.grads) {
+        assert_eq!(values(a.as_ref().unwrap()), values(b.as_ref().unwrap()));
+    }
+}
+
+#[test]
+fn a_bf16_base_learns_and_stays_bit_identical() {
+    // Arrange
+    let (_dir, model) = tiny_model(DType::BF16, 0.0);
+    // bf16 → f32 is exact, so f32 bits compare bf16 bits.
+    let bits = |model: &Model| -> Vec<Vec<u32>> {
+        model
+            .llama
+            .base_tensors()
+            .iter()
+            .map(|t| {
+                assert_eq!(t.dtype(), DType::BF16);
+                let v = t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+                v.to_vec1::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect()
+            })
+            .collect()
+    };
+    let before = bits(&model);
+    let objective = Dpo::default();
+    let pairs = prepare_pairs(&model, &objective, examples(), Adapter::Off).unwrap();
+    let config = TrainConfig {
+        optim: OptimConfig {
+            lr: 1e-2,
+            warmup_steps: 0,
+            ..OptimConfig::default()
+        },
+        checkpoint: true,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(&model, Box::new(objective), config).unwrap();
+
+    // Act
+    let steps: Vec<_> = (0..4).map(|_| trainer.step(&pairs).unwrap()).collect();
+
+    // Assert
+    assert!(
+        steps[3].loss < steps[0].loss && steps[3].margin > steps[0].margin,
+        "DPO should learn in bf16: {steps:?}"
+    );
+    assert!(before == bits(&model), "a base weight changed");
 }

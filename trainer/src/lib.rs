@@ -35,8 +35,8 @@ mod run;
 
 pub use error::{Error, Result};
 pub use files::{
-    gguf_tokenizer, import_gguf, read_adapter, write_adapter, write_tiny_llama, AdapterConfig,
-    ImportSummary, ModelFileError, IMPORT_MARKER, TINY_SPECIAL_TOKENS,
+    gguf_tokenizer, import_gguf, read_adapter, write_adapter, write_random_llama, write_tiny_llama,
+    AdapterConfig, ImportSummary, ModelFileError, RandomShape, IMPORT_MARKER, TINY_SPECIAL_TOKENS,
 };
 pub use learning::{
     build_pairs, canonical_unit, consistency_entropy, consistency_rewards, group_advantages,
@@ -50,8 +50,9 @@ pub use learning::{
     EXTRACTOR_CODE_VERSION,
 };
 pub use model::{
-    sampled_logprobs, sequence_logprobs, Adapter, Config, LoraConfig, LoraModule, LoraWeights,
-    Model, Sequence, SequenceLogprobs, ATTENTION_MODULES, MLP_MODULES,
+    sampled_logprobs, sequence_logprobs, Adapter, Compute, Config, LoraConfig, LoraModule,
+    LoraWeights, Model, Sequence, SequenceLogprobs, TrainDevice, TrainDtype, ATTENTION_MODULES,
+    MLP_MODULES,
 };
 pub use run::{
     consistency_report, pairs_from_store, rollouts_from_store, run_every, run_job, spawn_worker,

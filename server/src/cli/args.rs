@@ -7,8 +7,9 @@ use std::time::Duration;
 use clap::Args;
 use flywheel_judge::GateConfig;
 use flywheel_trainer::{
-    AdvantageConfig, Aggregation, Algorithm, Baseline, ConsistencyConfig, Grpo, GrpoRewards,
-    GrpoSettings, JobConfig, RolloutCheck, ScaleRewards, WorkerConfig,
+    AdvantageConfig, Aggregation, Algorithm, Baseline, Compute, ConsistencyConfig, Grpo,
+    GrpoRewards, GrpoSettings, JobConfig, RolloutCheck, ScaleRewards, TrainDevice, TrainDtype,
+    WorkerConfig,
 };
 
 use crate::arena::duels::DuelConfig;
@@ -87,6 +88,16 @@ pub struct JobArgs {
     /// Seeds LoRA initialisation and dropout.
     #[arg(long, env = "FLYWHEEL_TRAIN_SEED", default_value_t = 0)]
     pub seed: u64,
+    /// The device training runs on: cpu, cuda or cuda:N (default: cuda in a `--features cuda`
+    /// build, cpu otherwise). Serving picks its device itself.
+    #[arg(long = "device", visible_alias = "train-device", env = "FLYWHEEL_TRAIN_DEVICE",
+          default_value_t = TrainDevice::default_for_build())]
+    pub device: TrainDevice,
+    /// The frozen base's dtype while training: f32, or bf16 (half the memory; the LoRA weights,
+    /// norms and log-probs stay f32).
+    #[arg(long = "dtype", visible_alias = "train-dtype", env = "FLYWHEEL_TRAIN_DTYPE",
+          default_value_t = TrainDtype::F32)]
+    pub dtype: TrainDtype,
     #[command(flatten)]
     pub grpo: GrpoArgs,
 }
@@ -200,6 +211,10 @@ impl JobArgs {
             seed: self.seed,
             // dr_grpo divides by the generation cap; the server's default `max_tokens` is 512.
             grpo: self.grpo.settings(512),
+            compute: Compute {
+                device: self.device,
+                dtype: self.dtype,
+            },
         }
     }
 }

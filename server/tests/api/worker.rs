@@ -9,7 +9,10 @@ use std::time::Duration;
 use flywheel_server::engine::follow::sync_active;
 use flywheel_server::engine::swap::Swapped;
 use flywheel_store::{AdapterStatus, NewAdapter, TrainRunStatus};
-use flywheel_trainer::{try_train_once, Algorithm, GrpoSettings, JobConfig, Outcome, WorkerConfig};
+use flywheel_trainer::{
+    try_train_once, Algorithm, Compute, GrpoSettings, JobConfig, Outcome, TrainDevice, TrainDtype,
+    WorkerConfig,
+};
 
 use crate::helpers::{greedy, spawn_app, tiny_model_dir};
 use crate::training::{judge, sample};
@@ -29,6 +32,10 @@ pub fn worker_config(out: &std::path::Path, min_new_judgments: i64) -> WorkerCon
             all_versions: false,
             seed: 0,
             grpo: GrpoSettings::default(),
+            compute: Compute {
+                device: TrainDevice::Cpu,
+                dtype: TrainDtype::F32,
+            },
         },
         min_new_judgments,
         activate: true,

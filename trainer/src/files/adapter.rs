@@ -185,7 +185,10 @@ pub fn read_adapter(dir: &Path, model: &Model) -> Result<(AdapterConfig, LoraWei
     for m in model.lora_modules() {
         let a = take(&mut tensors, m, "lora_A", (lora.rank, m.in_dim))?;
         let b = take(&mut tensors, m, "lora_B", (m.out_dim, lora.rank))?;
-        pairs.push((a.to_dtype(model.dtype())?, b.to_dtype(model.dtype())?));
+        pairs.push((
+            a.to_dtype(model.lora_dtype())?,
+            b.to_dtype(model.lora_dtype())?,
+        ));
     }
     if let Some(extra) = tensors.keys().next() {
         return Err(Error::BadAdapter(format!(

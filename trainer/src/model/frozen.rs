@@ -12,6 +12,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 use candle_nn::VarBuilder;
 
+use super::compute::matmul;
 use super::ops;
 
 /// `y = x·Wᵀ (+ b)` with `W` [out, in] and `b` [out] frozen.
@@ -68,13 +69,13 @@ impl FrozenLinear {
                 weight: self.weight.clone(),
             })?
         } else if x.track_op() {
-            let out = x.detach().broadcast_matmul(&self.weight.t()?)?;
+            let out = matmul(&x.detach(), &self.weight.t()?)?;
             x.apply_op1(FrozenMatmul {
                 out: Mutex::new(Some(out)),
                 weight: self.weight.clone(),
             })?
         } else {
-            x.broadcast_matmul(&self.weight.t()?)?
+            matmul(x, &self.weight.t()?)?
         };
         match &self.bias {
             // The bias is a plain tensor too; its reduced gradient ([out]) is small, so `broadcast_add`
@@ -87,13 +88,21 @@ impl FrozenLinear {
 
 /// `x·Wᵀ`; backward gives `grad·W` to the input only.
 struct FrozenMatmul {
-    /// Off the CPU: the product computed before the op was applied, taken by the (single) forward
+    /// Off the CPU, or for dtypes the fused CPU matmul lacks: the product computed before the op was applied, taken by the (single) forward
     /// call so the graph does not hold a second copy of it.
     out: Mutex<Option<Tensor>>,
     weight: Tensor,
 }
 
 impl FrozenMatmul {
+    fn has_out(&self) -> candle_core::Result<bool> {
+        Ok(self
+            .out
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("frozen-matmul lock poisoned".into()))?
+            .is_some())
+    }
+
     fn take_out(&self) -> candle_core::Result<Tensor> {
         self.out
             .lock()
@@ -109,6 +118,15 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        // A dtype the fused matmul does not take (bf16) comes with its product computed.
+        if self.has_out()? {
+            let out = self.take_out()?;
+            let (storage, layout) = out.storage_and_layout();
+            return match &*storage {
+                Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
+                _ => candle_core::bail!("frozen-matmul: output is not on the CPU"),
+            };
+        }
         let out = ops::frozen_matmul(s, l, &self.weight)?;
         let mut dims = l.dims().to_vec();
         if let Some(last) = dims.last_mut() {
@@ -127,6 +145,6 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn bwd(&self, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.broadcast_matmul(&self.weight)?))
+        Ok(Some(matmul(grad, &self.weight)?))
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::compute::matmul;
 use super::config::Config;
 use super::frame::{Frame, Kernels, SequenceTables};
 use super::frozen::FrozenLinear;
@@ -43,8 +44,23 @@ impl RmsNorm {
                 eps: self.eps,
             });
         }
-        let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
-        x.broadcast_div(&rms)?.broadcast_mul(&self.weight)
+        let normed = in_f32(x, |x| {
+            let rms = (x.sqr()?.mean_keepdim(D::Minus1)? + self.eps)?.sqrt()?;
+            x.broadcast_div(&rms)
+        })?;
+        normed.broadcast_mul(&self.weight)
+    }
+}
+
+/// `f(x)` computed in f32 when `x` is bf16/f16, cast back to `x`'s dtype: reductions (RMSNorm's
+/// mean, softmax's sum) lose too much in bf16's 8-bit mantissa, as in Hugging Face's Llama.
+fn in_f32(
+    x: &Tensor,
+    f: impl FnOnce(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    match x.dtype() {
+        DType::BF16 | DType::F16 => f(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype()),
+        _ => f(x),
     }
 }
 
@@ -200,8 +216,8 @@ impl Attention {
         let v = split(v, self.kv_heads)?;
         let (k, v) = (self.repeat_kv(k)?, self.repeat_kv(v)?.contiguous()?);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&tables.mask)?;
-        let y = softmax(&scores)?.matmul(&v)?;
+        let scores = (matmul(&q, &k.t()?)? * scale)?.broadcast_add(&tables.mask)?;
+        let y = matmul(&in_f32(&scores, softmax)?, &v)?;
         y.transpose(1, 2)?.reshape((t, self.heads * self.head_dim))
     }
 
@@ -342,7 +358,12 @@ impl Llama {
             .step_by(HEAD_CHUNK)
             .map(|start| {
                 let len = HEAD_CHUNK.min(targets.len() - start);
+                // Log-probs are f32 or wider whatever the base's dtype: they feed the losses.
                 let logits = self.lm_head.forward(&normed.narrow(0, start, len)?)?;
+                let logits = match logits.dtype() {
+                    DType::BF16 | DType::F16 => logits.to_dtype(DType::F32)?,
+                    _ => logits,
+                };
                 let ids = Tensor::new(&targets[start..start + len], &self.device)?.unsqueeze(1)?;
                 Ok(log_softmax(&logits)?.gather(&ids, 1)?.squeeze(1)?)
             })

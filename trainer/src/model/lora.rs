@@ -211,13 +211,16 @@ impl LoraLinear {
         let Some((a, b)) = pass.pair(index) else {
             return Ok(base);
         };
+        // Over a half-precision base the branch runs in its weights' f32 (`Model::lora_dtype`).
+        let x = x.to_dtype(a.dtype())?;
         let x = match pass.dropout {
-            Some((p, seed)) if p > 0.0 => dropout(x, p, seed ^ ((index as u64 + 1) << 32))?,
-            _ => x.clone(),
+            Some((p, seed)) if p > 0.0 => dropout(&x, p, seed ^ ((index as u64 + 1) << 32))?,
+            _ => x,
         };
         // The scale goes on the rank-r intermediate, the smallest tensor of the branch.
         let lora = (x.broadcast_matmul(&a.t()?)? * pass.scale)?.broadcast_matmul(&b.t()?)?;
-        base + lora
+        let dtype = base.dtype();
+        base + lora.to_dtype(dtype)?
     }
 }
 

@@ -12,6 +12,7 @@
 //! - `pack`: [`Sequence`], and a step's sequences as one batch of rows (attention within each).
 //! - `logprobs`: per-token and summed response log-probs ([`sequence_logprobs`]).
 
+mod compute;
 mod config;
 #[cfg(test)]
 mod families;
@@ -24,6 +25,7 @@ mod ops;
 mod pack;
 mod policy;
 
+pub use compute::{Compute, TrainDevice, TrainDtype};
 pub use config::Config;
 #[cfg(test)]
 pub(crate) use frame::Frame;

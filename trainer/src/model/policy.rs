@@ -24,6 +24,14 @@ pub enum Adapter<'a> {
     Fixed(&'a LoraWeights),
 }
 
+/// The LoRA dtype over a base of `base` dtype (see [`Model::lora_dtype`]).
+pub(crate) fn adapter_dtype(base: DType) -> DType {
+    match base {
+        DType::BF16 | DType::F16 => DType::F32,
+        other => other,
+    }
+}
+
 /// A frozen base model and its trainable LoRA adapter.
 #[derive(Debug)]
 pub struct Model {
@@ -49,7 +57,7 @@ impl Model {
             &llama.modules,
             lora.rank,
             lora.seed,
-            llama.dtype(),
+            adapter_dtype(llama.dtype()),
             llama.device(),
         )?;
         Ok(Self { llama, lora, vars })
@@ -74,6 +82,12 @@ impl Model {
 
     pub fn device(&self) -> &Device {
         self.llama.device()
+    }
+
+    /// The dtype of the LoRA weights and their optimiser state: f32 over a bf16/f16 base, since
+    /// AdamW's updates (~lr·1) vanish in bf16's 8-bit mantissa; the base's own dtype otherwise.
+    pub fn lora_dtype(&self) -> DType {
+        adapter_dtype(self.dtype())
     }
 
     /// A copy of the trainable adapter's current values (e.g. π_t before an iteration).
@@ -106,8 +120,8 @@ impl Model {
                     vb.dims()
                 )));
             }
-            va.set(&a.to_dtype(self.dtype())?.to_device(self.device())?)?;
-            vb.set(&b.to_dtype(self.dtype())?.to_device(self.device())?)?;
+            va.set(&a.to_dtype(self.lora_dtype())?.to_device(self.device())?)?;
+            vb.set(&b.to_dtype(self.lora_dtype())?.to_device(self.device())?)?;
         }
         Ok(())
     }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device};
 use chrono::{DateTime, Utc};
 use flywheel_store::{
     Adapter as StoredAdapter, NewTrainRun, Store, TrainRun, TrainStep, TrainingDataFilter,
@@ -34,7 +33,7 @@ use crate::learning::{
     Inpo, Ipo, Objective, OptimConfig, PairSelection, PreparedPair, PreparedRollout, RolloutCheck,
     Rpo, Sppo, StepMetrics, TrainConfig, Trainer, UnitExtractor,
 };
-use crate::model::{Adapter, LoraConfig, LoraWeights, Model};
+use crate::model::{Adapter, Compute, LoraConfig, LoraWeights, Model};
 
 /// The objectives a job runs (research/algorithms.md): pairwise ones on judged groups, and the
 /// GRPO family on rewarded groups.
@@ -144,6 +143,8 @@ pub struct JobConfig {
     pub seed: u64,
     /// The GRPO family's settings; unused by the pairwise objectives.
     pub grpo: GrpoSettings,
+    /// Where, and in what precision, the model trains.
+    pub compute: Compute,
 }
 
 /// How `grpo` and `consistency-grpo` runs turn groups into updates.
@@ -222,6 +223,8 @@ impl JobConfig {
             "batch": self.batch,
             "all_versions": self.all_versions,
             "seed": self.seed,
+            "device": self.compute.device.to_string(),
+            "dtype": self.compute.dtype.to_string(),
         })
     }
 }
@@ -442,7 +445,9 @@ impl Work {
     /// Trains and writes the adapter; returns its sha256.
     fn run(&self, events: mpsc::Sender<Event>) -> anyhow::Result<String> {
         let config = &self.config;
-        let model = Model::load(&config.model, self.lora.clone(), DType::F32, &Device::Cpu)
+        let device = config.compute.device.open()?;
+        let dtype = config.compute.dtype.dtype();
+        let model = Model::load(&config.model, self.lora.clone(), dtype, &device)
             .with_context(|| format!("cannot load the model at {}", config.model.display()))?;
         let previous: Option<LoraWeights> = match &self.parent_dir {
             Some(p) => {
