@@ -20,5 +20,7 @@ DATA=$(mktemp -d)/pairs.json
 "$VENV/bin/python" bench/dpo_step.py make-data --model "$MODEL" --out "$DATA"
 echo "model $MODEL, $STEPS measured steps, $THREADS threads"
 "$VENV/bin/python" bench/dpo_step.py run --model "$MODEL" --data "$DATA" --steps "$STEPS" --threads "$THREADS"
-RAYON_NUM_THREADS=$THREADS cargo run --release -q -p flywheel-trainer --example dpo_step -- "$MODEL" "$DATA" "$STEPS"
-RAYON_NUM_THREADS=$THREADS cargo run --release -q -p flywheel-trainer --example dpo_step -- "$MODEL" "$DATA" "$STEPS" --checkpoint
+cargo build --release -q --bin flywheel
+FLYWHEEL=${CARGO_TARGET_DIR:-target}/release/flywheel
+RAYON_NUM_THREADS=$THREADS "$FLYWHEEL" bench dpo-step --model "$MODEL" --data "$DATA" --steps "$STEPS"
+RAYON_NUM_THREADS=$THREADS "$FLYWHEEL" bench dpo-step --model "$MODEL" --data "$DATA" --steps "$STEPS" --checkpoint

@@ -4,7 +4,8 @@ engine in-process and llama.cpp (llama-cpp-python, built here) on the same GGUF,
 same machine, at concurrency 1 and 8. Prints one table; paste it into bench/RESULTS.md.
 
     python3 bench/serve_bench.py [--requests 16] [--max-tokens 64]
-    FLYWHEEL_BIN=... BARE_ENGINE_BIN=... python3 bench/serve_bench.py   # prebuilt binaries
+    FLYWHEEL_BIN=... python3 bench/serve_bench.py   # a prebuilt binary (the bare engine is
+                                                  # `flywheel bench engine`)
 
 Needs: a release build (`cargo build --release`), Postgres on 127.0.0.1:5432, and network access to
 PyPI the first time (it makes a venv with llama-cpp-python under ~/.cache/flywheel/bench-venv).
@@ -28,7 +29,6 @@ CACHE = pathlib.Path(os.environ.get("FLYWHEEL_CACHE", pathlib.Path.home() / ".ca
 TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 # Prebuilt binaries may be named instead (e.g. copies, so a rebuild during the run cannot swap them).
 FLYWHEEL = os.environ.get("FLYWHEEL_BIN", str(TARGET / "release" / "flywheel"))
-BARE_ENGINE = os.environ.get("BARE_ENGINE_BIN")
 PROMPTS = [
     "Explain why the sky is blue in two sentences.",
     "Write a short poem about a lighthouse.",
@@ -126,8 +126,8 @@ def flywheel(model, concurrency, requests, max_tokens, label):
 
 
 def bare(model, concurrency, requests, max_tokens):
-    args = [model, str(concurrency), str(requests), str(max_tokens)]
-    command = [BARE_ENGINE, *args] if BARE_ENGINE else ["cargo", "bench", "-q", "--bench", "bare_engine", "--", *args]
+    command = [FLYWHEEL, "bench", "engine", "--model", model, "--concurrency", str(concurrency),
+               "--requests", str(requests), "--max-tokens", str(max_tokens)]
     out = subprocess.check_output(command, cwd=ROOT, text=True)
     return json.loads(out.strip().splitlines()[-1])
 

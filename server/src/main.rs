@@ -20,6 +20,7 @@ fn main() -> anyhow::Result<()> {
             Command::Worker(args) => cli::worker::run(args).await,
             Command::EvalPrompts(args) => cli::eval_prompts::run(args).await,
             Command::Judge(args) => cli::judge::run(*args).await,
+            Command::Bench(args) => cli::bench::run(args).await,
         }
     })
 }

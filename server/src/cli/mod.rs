@@ -2,6 +2,7 @@
 //! fallback (or `DATABASE_URL`), shown by `--help`.
 
 pub mod args;
+pub mod bench;
 pub mod eval_prompts;
 pub mod export;
 pub mod import;
@@ -55,4 +56,6 @@ pub enum Command {
     /// Run an automatic judge: take pairs from a server's annotation queue and post judgments
     /// (an LLM judge, a self-reference judge, or any program).
     Judge(Box<judge::JudgeArgs>),
+    /// Measure the bare mistral.rs engine or one DPO step (the benchmarks' baselines).
+    Bench(bench::BenchArgs),
 }

@@ -2,6 +2,7 @@
 //! random model used by tests and benchmarks.
 
 use clap::{Args, Subcommand};
+use flywheel_trainer::RandomShape;
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -18,11 +19,15 @@ pub enum ModelCommand {
     /// Write an HF-format directory (F32 safetensors, config, tokenizer, chat template) from a
     /// llama-architecture GGUF file, so serving and training use unquantized weights.
     Import { gguf: PathBuf, out: PathBuf },
-    /// Write a tiny random-weight Llama (HF layout) for tests and benchmarks.
+    /// Write a random-weight Llama (HF layout): the tiny test fixture, or a real model's shape for
+    /// benchmarks where no weights can be downloaded.
     Tiny {
         out: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// tiny (2 layers, hidden 64), smollm2-135m, or llama-1b (Llama-3.2-1B's shape, 5 GB).
+        #[arg(long, default_value = "tiny")]
+        shape: RandomShape,
     },
 }
 
@@ -39,8 +44,8 @@ pub async fn run(args: ModelArgs) -> anyhow::Result<()> {
             println!("{summary:?}");
             Ok(())
         }
-        ModelCommand::Tiny { out, seed } => {
-            flywheel_trainer::write_tiny_llama(&out, seed)?;
+        ModelCommand::Tiny { out, seed, shape } => {
+            flywheel_trainer::write_random_llama(&out, shape, seed)?;
             println!("{}", out.display());
             Ok(())
         }

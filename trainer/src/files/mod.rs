@@ -16,6 +16,6 @@ pub use adapter::{read_adapter, write_adapter, AdapterConfig};
 #[cfg(test)]
 pub(crate) use base::weight_files;
 pub use model_files::{
-    gguf_tokenizer, import_gguf, write_tiny_llama, ImportSummary, ModelFileError, IMPORT_MARKER,
-    TINY_SPECIAL_TOKENS,
+    gguf_tokenizer, import_gguf, write_random_llama, write_tiny_llama, ImportSummary,
+    ModelFileError, RandomShape, IMPORT_MARKER, TINY_SPECIAL_TOKENS,
 };

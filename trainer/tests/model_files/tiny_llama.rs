@@ -1,6 +1,6 @@
 //! `write_tiny_llama`: the files parse, have the promised shapes, and depend only on the seed.
 
-use flywheel_trainer::{write_tiny_llama, TINY_SPECIAL_TOKENS};
+use flywheel_trainer::{write_random_llama, write_tiny_llama, RandomShape, TINY_SPECIAL_TOKENS};
 use tokenizers::Tokenizer;
 
 use crate::{load_weights, read_json};
@@ -137,4 +137,50 @@ fn the_same_seed_writes_identical_bytes_and_another_seed_other_weights() {
     let weights =
         |d: &tempfile::TempDir| std::fs::read(d.path().join("model.safetensors")).unwrap();
     assert_ne!(weights(&a), weights(&c));
+}
+
+#[test]
+fn a_named_shape_has_the_real_models_dimensions_and_a_full_vocabulary() {
+    // Arrange
+    let dir = tempfile::tempdir().unwrap();
+    let shape: RandomShape = "smollm2-135m".parse().unwrap();
+
+    // Act
+    write_random_llama(dir.path(), shape, 2).unwrap();
+
+    // Assert: SmolLM2-135M's config, a tokenizer as large as the vocabulary, 134.5 M parameters.
+    let config = read_json(dir.path(), "config.json");
+    for (key, value) in [
+        ("hidden_size", 576),
+        ("intermediate_size", 1536),
+        ("num_hidden_layers", 30),
+        ("num_attention_heads", 9),
+        ("num_key_value_heads", 3),
+        ("vocab_size", 49_152),
+    ] {
+        assert_eq!(config[key], value, "{key}");
+    }
+    let tokenizer = Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
+    assert_eq!(tokenizer.get_vocab_size(true), 49_152);
+    let ids = tokenizer
+        .encode(" the cat", false)
+        .unwrap()
+        .get_ids()
+        .to_vec();
+    assert_eq!(tokenizer.decode(&ids, false).unwrap(), " the cat");
+    assert_eq!(tokenizer.decode(&[49_151], false).unwrap(), "[49151]");
+    let weights = load_weights(dir.path());
+    let parameters: usize = weights.values().map(|t| t.elem_count()).sum();
+    assert_eq!(parameters, 134_515_008);
+    let q = weights["model.layers.0.self_attn.q_proj.weight"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let std = (q.iter().map(|v| v * v).sum::<f32>() / q.len() as f32).sqrt();
+    assert!((std - 0.2 / 3.0).abs() < 0.002, "projection std {std}");
+    assert!("llama-7b"
+        .parse::<RandomShape>()
+        .unwrap_err()
+        .contains("smollm2-135m"));
 }

@@ -4,7 +4,8 @@
 //! `tokenizer_config.json` (with the chat template) and `generation_config.json`; see
 //! `research/mistralrs.md` §1 for what mistral.rs reads from each.
 //!
-//! - [`write_tiny_llama`] writes a seeded random-weight Llama, the fixture for tests and benches.
+//! - [`write_tiny_llama`] writes a seeded random-weight Llama, the fixture for tests;
+//!   [`write_random_llama`] the same at a real model's shape ([`RandomShape`]) for benchmarks.
 //! - [`import_gguf`] converts a llama.cpp GGUF (llama architecture, byte-level BPE vocabulary) into one.
 
 mod byte_level;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 pub(crate) use gguf_import::read_gguf_weights;
 pub use gguf_import::{import_gguf, ImportSummary, IMPORT_MARKER};
 pub use gguf_tokenizer::gguf_tokenizer;
-pub use tiny::{write_tiny_llama, TINY_SPECIAL_TOKENS};
+pub use tiny::{write_random_llama, write_tiny_llama, RandomShape, TINY_SPECIAL_TOKENS};
 
 /// What can go wrong while reading or writing a model directory.
 #[derive(Debug, thiserror::Error)]

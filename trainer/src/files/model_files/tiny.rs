@@ -1,7 +1,10 @@
-//! A tiny random-weight Llama in Hugging Face layout: the fixture for tests and benches.
+//! Random-weight Llamas in Hugging Face layout: the fixture for tests, and full-size shapes for
+//! benchmarks on machines with no network (the GPU check).
 //!
-//! Shapes follow SmolLM2-Instruct in miniature (GQA, tied embeddings, ChatML with the special tokens at
-//! ids 0–2), so the server and trainer exercise the same paths as with the real model, in milliseconds.
+//! The tiny shape follows SmolLM2-Instruct in miniature (GQA, tied embeddings, ChatML with the special
+//! tokens at ids 0–2), so the server and trainer exercise the same paths as with the real model, in
+//! milliseconds. The named shapes ([`RandomShape`]) have a real model's dimensions and vocabulary
+//! size (the tokenizer is padded with filler tokens), so speed and memory are a real model's.
 
 use std::fs;
 use std::path::Path;
@@ -40,7 +43,7 @@ const EMBED_STD: f64 = 1.0;
 const SPECIAL_EMBED_STD: f64 = 0.1;
 const PROJ_STD: f64 = 0.2;
 
-const DIMS: LlamaDims = LlamaDims {
+const TINY_DIMS: LlamaDims = LlamaDims {
     hidden_size: 64,
     intermediate_size: 128,
     num_hidden_layers: 2,
@@ -52,25 +55,102 @@ const DIMS: LlamaDims = LlamaDims {
     vocab_size: 0, // set from the tokenizer
 };
 
-/// Writes a seeded random-weight `LlamaForCausalLM` directory that mistral.rs 0.8.1 loads.
+/// The shapes `flywheel model tiny --shape` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RandomShape {
+    /// 2 layers, hidden 64, a 311-token vocabulary: the test fixture.
+    Tiny,
+    /// SmolLM2-135M-Instruct's dimensions (30 layers, hidden 576, GQA 9/3, vocabulary 49,152).
+    Smollm2_135m,
+    /// Llama-3.2-1B's dimensions (16 layers, hidden 2048, GQA 32/8, vocabulary 128,256; 1.24 B
+    /// parameters, 5 GB in f32).
+    Llama1b,
+}
+
+impl RandomShape {
+    pub const NAMES: [&'static str; 3] = ["tiny", "smollm2-135m", "llama-1b"];
+
+    fn dims(self) -> LlamaDims {
+        match self {
+            Self::Tiny => TINY_DIMS,
+            Self::Smollm2_135m => LlamaDims {
+                hidden_size: 576,
+                intermediate_size: 1536,
+                num_hidden_layers: 30,
+                num_attention_heads: 9,
+                num_key_value_heads: 3,
+                max_position_embeddings: 8192,
+                rms_norm_eps: 1e-5,
+                rope_theta: 100_000.0,
+                vocab_size: 49_152,
+            },
+            Self::Llama1b => LlamaDims {
+                hidden_size: 2048,
+                intermediate_size: 8192,
+                num_hidden_layers: 16,
+                num_attention_heads: 32,
+                num_key_value_heads: 8,
+                max_position_embeddings: 8192,
+                rms_norm_eps: 1e-5,
+                rope_theta: 500_000.0,
+                vocab_size: 128_256,
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for RandomShape {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "tiny" => Ok(Self::Tiny),
+            "smollm2-135m" => Ok(Self::Smollm2_135m),
+            "llama-1b" => Ok(Self::Llama1b),
+            _ => Err(format!(
+                "unknown shape `{s}`: expected one of {}",
+                Self::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// Writes the tiny test fixture: [`write_random_llama`] with [`RandomShape::Tiny`].
+///
+/// # Errors
+/// As [`write_random_llama`].
+pub fn write_tiny_llama(dir: &Path, seed: u64) -> Result<()> {
+    write_random_llama(dir, RandomShape::Tiny, seed)
+}
+
+/// Writes a seeded random-weight `LlamaForCausalLM` directory of `shape` that mistral.rs 0.8.1
+/// loads.
 ///
 /// `dir` is created if needed and the five files in it are overwritten; the same `seed` always gives
 /// byte-identical files (for this build's `rand`). Norm weights are 1, embeddings N(0, 1) (special
-/// tokens N(0, 0.1)) and projections N(0, 0.2); `EMBED_STD`'s comment says why so large.
+/// tokens N(0, 0.1)) and projections N(0, 0.2·√(64/hidden)), i.e. 0.2 for the tiny shape;
+/// `EMBED_STD`'s comment says why so large.
 ///
 /// # Errors
 /// I/O errors, and tokenizer errors (which would be a bug here).
-pub fn write_tiny_llama(dir: &Path, seed: u64) -> Result<()> {
+pub fn write_random_llama(dir: &Path, shape: RandomShape, seed: u64) -> Result<()> {
     fs::create_dir_all(dir).map_err(ModelFileError::io(dir))?;
-    let spec = tokenizer_spec();
+    let dims = shape.dims();
+    let mut spec = tokenizer_spec();
+    // A full-size vocabulary: filler tokens no merge produces, so they decode but never encode.
+    let fillers = dims.vocab_size.saturating_sub(spec.tokens.len());
+    let first = spec.tokens.len();
+    spec.tokens
+        .extend((first..first + fillers).map(|i| format!("[{i}]")));
     let tokenizer = build_tokenizer(&spec)?;
     let path = dir.join("tokenizer.json");
     tokenizer.save(&path, true).map_err(tokenizer_error)?;
 
     let dims = LlamaDims {
         vocab_size: spec.tokens.len(),
-        ..DIMS
+        ..dims
     };
+    let proj_std = PROJ_STD * (TINY_DIMS.hidden_size as f64 / dims.hidden_size as f64).sqrt();
     let specs = tensor_specs(&dims);
     let mut rng = StdRng::seed_from_u64(seed);
     let special_values = TINY_SPECIAL_TOKENS.len() * dims.hidden_size;
@@ -84,7 +164,7 @@ pub fn write_tiny_llama(dir: &Path, seed: u64) -> Result<()> {
         let (special, std) = if embeddings {
             (special_values, EMBED_STD)
         } else {
-            (0, PROJ_STD)
+            (0, proj_std)
         };
         let normal = Normal::new(0.0, std).expect("std is positive");
         let mut values: Vec<f32> = (0..n).map(|_| normal.sample(&mut rng) as f32).collect();
@@ -95,6 +175,7 @@ pub fn write_tiny_llama(dir: &Path, seed: u64) -> Result<()> {
     })?;
 
     let (bos, eos) = (1, 2);
+    let max_length = dims.max_position_embeddings;
     write_json(
         dir,
         "config.json",
@@ -108,7 +189,7 @@ pub fn write_tiny_llama(dir: &Path, seed: u64) -> Result<()> {
         pad_token: Some(TINY_SPECIAL_TOKENS[2].to_owned()),
         add_bos_token: false,
         add_eos_token: false,
-        model_max_length: DIMS.max_position_embeddings,
+        model_max_length: max_length,
         clean_up_tokenization_spaces: false,
         tokenizer_class: "PreTrainedTokenizerFast".to_owned(),
     };
