@@ -2,12 +2,16 @@
 
   make-data --model DIR --out pairs.json [--pairs 4 --prompt 128 --response 128 --seed 0]
       Seeded random token ids (special tokens excluded), so both sides train on the same data.
-  run --model DIR --data pairs.json [--steps 5 --threads N]
-      LoRA r=16, alpha=32 on q/k/v/o (no dropout), f32, CPU, beta 0.1, AdamW lr 5e-6, clip 1.0;
-      reference log-probs once with the adapter disabled, as the candle trainer does. Prints one
-      JSON line: median step time after one warm-up step, peak RSS.
+      Standard library only (it reads the model's config.json), so it runs without torch.
+  run --model DIR --data pairs.json [--steps 5 --threads N --device cpu|cuda --dtype f32|bf16]
+      LoRA r=16, alpha=32 on q/k/v/o (no dropout), beta 0.1, AdamW lr 5e-6, clip 1.0; reference
+      log-probs once with the adapter disabled, as the candle trainer does. Default f32 on CPU.
+      Prints one JSON line: median step time after one warm-up step, peak RSS, and on CUDA the
+      peak memory PyTorch allocated and the device memory in use (total - free, the largest of
+      the samples taken after each step), in MiB; CUDA steps are timed between synchronizations.
 
-Not part of CI: it needs torch, transformers and peft (bench/dpo_step.sh installs them in a venv).
+Not part of CI: `run` needs torch, transformers and peft (bench/dpo_step.sh installs them in a
+venv; bench/gpu_check.py uses them where they are installed).
 """
 
 import argparse
@@ -17,17 +21,26 @@ import resource
 import statistics
 import time
 
+MIB = 1024 * 1024
+
+
+def write_pairs(model, out, pairs=4, prompt=128, response=128, seed=0):
+    """Writes {"pairs": [{"prompt", "chosen", "rejected"}, ...]} of seeded random token ids below
+    the model's vocab_size, skipping ids 0-2 (the special tokens)."""
+    with open(f"{model}/config.json") as f:
+        vocab = json.load(f)["vocab_size"]
+    rng = random.Random(seed)
+
+    def ids(n):
+        return [rng.randrange(3, vocab) for _ in range(n)]
+
+    data = [{"prompt": ids(prompt), "chosen": ids(response), "rejected": ids(response)} for _ in range(pairs)]
+    with open(out, "w") as f:
+        json.dump({"pairs": data}, f)
+
 
 def make_data(args):
-    config = json.load(open(f"{args.model}/config.json"))
-    vocab = config["vocab_size"]
-    rng = random.Random(args.seed)
-    ids = lambda n: [rng.randrange(3, vocab) for _ in range(n)]  # noqa: E731
-    pairs = [
-        {"prompt": ids(args.prompt), "chosen": ids(args.response), "rejected": ids(args.response)}
-        for _ in range(args.pairs)
-    ]
-    json.dump({"pairs": pairs}, open(args.out, "w"))
+    write_pairs(args.model, args.out, args.pairs, args.prompt, args.response, args.seed)
 
 
 def run(args):
@@ -37,13 +50,21 @@ def run(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32)
+    # transformers 4.56 renamed `torch_dtype` to `dtype`; an unknown keyword would be ignored.
+    import transformers
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+    base = AutoModelForCausalLM.from_pretrained(args.model, **{dtype_key: dtype}).to(device)
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, bias="none",
                       target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM")
     model = get_peft_model(base, lora)
     model.train()
-    pairs = json.load(open(args.data))["pairs"]
+    with open(args.data) as f:
+        pairs = json.load(f)["pairs"]
 
     def batch():
         rows, starts = [], []
@@ -51,7 +72,7 @@ def run(args):
             for r in (p["chosen"], p["rejected"]):
                 rows.append(p["prompt"] + r)
                 starts.append(len(p["prompt"]))
-        return torch.tensor(rows), starts
+        return torch.tensor(rows, device=device), starts
 
     ids, starts = batch()
 
@@ -63,12 +84,23 @@ def run(args):
             mask[i, s - 1:] = 1.0
         return (token * mask).sum(1)
 
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    def device_used_mib():
+        free, total = torch.cuda.mem_get_info(device)
+        return (total - free) / MIB
+
     with torch.no_grad(), model.disable_adapter():
         reference = summed_logps(model(ids).logits).view(-1, 2)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=5e-6, weight_decay=0.0)
-    beta, times, loss = 0.1, [], None
+    beta, times, loss, used = 0.1, [], None, []
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     for _ in range(args.steps + 1):
+        sync()
         started = time.perf_counter()
         policy = summed_logps(model(ids).logits).view(-1, 2)
         ratios = (policy - reference)
@@ -77,13 +109,22 @@ def run(args):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
+        sync()
         times.append(time.perf_counter() - started)
-    print(json.dumps({
+        if cuda:
+            used.append(device_used_mib())
+    result = {
         "impl": "pytorch+peft", "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device": args.device, "dtype": args.dtype,
         "pairs": len(pairs), "step_s_median": round(statistics.median(times[1:]), 3),
         "steps": args.steps, "last_loss": round(loss.item(), 6),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-    }))
+        "gpu_max_allocated_mib": round(torch.cuda.max_memory_allocated(device) / MIB) if cuda else None,
+        "gpu_used_mib": round(max(used)) if cuda else None,
+    }
+    if cuda:
+        result["gpu"] = torch.cuda.get_device_name(device)
+    print(json.dumps(result))
 
 
 def main():
@@ -101,6 +142,8 @@ def main():
     bench.add_argument("--data", required=True)
     bench.add_argument("--steps", type=int, default=5)
     bench.add_argument("--threads", type=int, default=0)
+    bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    bench.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     args = parser.parse_args()
     make_data(args) if args.command == "make-data" else run(args)
 

@@ -52,6 +52,9 @@ done
 FLYWHEEL_URL="http://127.0.0.1:$port" FLYWHEEL_BIN="$target/release/flywheel" \
   "$cache/venv-test/bin/python" -m pytest -q tests/e2e
 
+echo "== The GPU check's logic on CPU: bench/gpu_check.sh --device cpu (tiny model)"
+bench/gpu_check.sh --device cpu --bin "$target/release/flywheel" --out "$workdir/gpu_check"
+
 echo "== Schema fuzzing: schemathesis against flywheel serve (tiny model, every operation)"
 # Its own server and store; FLYWHEEL_FUZZ_EXAMPLES sets the cases per operation (scripts/fuzz.sh).
 FLYWHEEL_BIN="$target/release/flywheel" scripts/fuzz.sh
