@@ -27,6 +27,8 @@ pub struct AppConfig {
     pub store: Store,
     /// The base model and the name clients address it by.
     pub source: ModelSource,
+    /// In-situ quantization of every generation, after the adapter merge (`--quantize`).
+    pub quantize: Option<mistralrs::IsqType>,
     pub served_name: String,
     pub engine: EngineConfig,
     pub api: ApiConfig,
@@ -70,7 +72,8 @@ impl Application {
         let mut api_config = config.api;
         api_config.auth =
             prepare_auth(&store, api_config.auth, config.admin_key.as_deref()).await?;
-        let generation = swap::startup(&store, &config.source, config.served_name).await?;
+        let generation =
+            swap::startup(&store, &config.source, config.quantize, config.served_name).await?;
         let metrics = Metrics::new();
         let engine = Engine::new(generation, config.engine, metrics.clone());
         let follower = spawn_follower(store.clone(), engine.clone(), config.follow_interval);

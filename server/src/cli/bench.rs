@@ -22,7 +22,7 @@ use flywheel_trainer::{
 use mistralrs::{RequestBuilder, Response, TextMessageRole};
 use serde_json::json;
 
-use crate::engine::loader;
+use crate::engine::loader::{self, Quantize};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -51,6 +51,9 @@ pub struct EngineArgs {
     pub requests: usize,
     #[arg(long, default_value_t = 64)]
     pub max_tokens: usize,
+    /// As `serve --quantize`.
+    #[arg(long, default_value_t = Quantize::default())]
+    pub quantize: Quantize,
 }
 
 #[derive(Debug, Args)]
@@ -101,9 +104,10 @@ async fn engine(args: EngineArgs) -> anyhow::Result<()> {
     // Loaded exactly as `flywheel serve` loads it (F32, prefix cache off), so the comparison
     // isolates what Flywheel adds: HTTP, validation, our sampler, the store.
     let model = if args.model.extension().is_some_and(|e| e == "gguf") {
+        anyhow::ensure!(args.quantize.0.is_none(), "a GGUF is quantized already");
         loader::load_gguf(&args.model).await?
     } else {
-        loader::load_hf(&args.model, None).await?
+        loader::load_hf(&args.model, None, args.quantize.0).await?
     };
     let model = Arc::new(model);
     one_request(&model, "warm up", 4).await?;
@@ -136,6 +140,7 @@ async fn engine(args: EngineArgs) -> anyhow::Result<()> {
         "{}",
         json!({
             "system": "mistral.rs (bare, in-process)",
+            "quantize": args.quantize.to_string(),
             "concurrency": args.concurrency,
             "requests": args.requests,
             "seconds": elapsed,

@@ -87,7 +87,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     let (source, name) = model_source::resolve(args.model.as_deref()).await?;
     let name = args.served_model_name.clone().unwrap_or(name);
     let generation = Arc::new(
-        Generation::load(&source, None, name, 0)
+        Generation::load(&source, None, name, 0, None)
             .await
             .context("cannot load the model to tokenize with")?,
     );

@@ -12,6 +12,7 @@ use super::args::{ArenaArgs, StoreArgs, WorkerSettings};
 use crate::api::annotation::AnnotationConfig;
 use crate::api::auth::AuthMode;
 use crate::api::ApiConfig;
+use crate::engine::loader::Quantize;
 use crate::engine::EngineConfig;
 use crate::model_source::{self, ModelSource};
 use crate::startup::{shutdown_signal, AppConfig, Application};
@@ -39,6 +40,11 @@ pub struct ServeArgs {
     /// CPU decode step.
     #[arg(long, env = "FLYWHEEL_DECODE_SLOTS", default_value_t = if cfg!(feature = "cuda") { 8 } else { 1 })]
     pub decode_slots: usize,
+    /// Quantize the served weights in situ after merging the adapter: `none` (F32), `q8_0`,
+    /// `q4_0`, `q4k`, … (any type mistral.rs's ISQ knows). Every hot-swap builds its generation
+    /// the same way; behaviour log-probs are the quantized model's (see "Quantized serving").
+    #[arg(long, env = "FLYWHEEL_QUANTIZE", default_value_t = Quantize::default())]
+    pub quantize: Quantize,
     /// Adapter versions kept loaded beside the active one (candidates, for duels, pinned requests
     /// and the canary), memory permitting. Each holds a full copy of the base weights.
     #[arg(long, env = "FLYWHEEL_MAX_RESIDENT", default_value_t = 1)]
@@ -113,6 +119,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let app = Application::build(AppConfig {
         store,
         source,
+        quantize: args.quantize.0,
         served_name: args.served_model_name.clone().unwrap_or(default_name),
         engine: EngineConfig {
             queue_capacity: args.max_queue,

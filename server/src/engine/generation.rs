@@ -5,7 +5,9 @@
 
 use anyhow::{bail, Context, Result};
 use either::Either;
-use mistralrs::{Model, ModelDType, TextMessageRole, TextMessages, TextModelBuilder, TokenSource};
+use mistralrs::{
+    IsqType, Model, ModelDType, TextMessageRole, TextMessages, TextModelBuilder, TokenSource,
+};
 use std::path::Path;
 use tokenizers::Tokenizer;
 
@@ -55,6 +57,9 @@ pub struct Generation {
     pub name: String,
     /// The base weights, kept so a swap can load the next adapter onto the same base.
     pub source: ModelSource,
+    /// The in-situ quantization applied after the adapter merge (`--quantize`); every generation
+    /// of a server is built the same way.
+    pub quantize: Option<IsqType>,
     pub(crate) model: Model,
     pub(crate) tokenizer: Tokenizer,
     pub(crate) eos: Vec<u32>,
@@ -72,14 +77,22 @@ impl Generation {
         adapter: Option<&Path>,
         name: String,
         version: i64,
+        quantize: Option<IsqType>,
     ) -> Result<Generation> {
         let started = std::time::Instant::now();
         if adapter.is_some() && !matches!(source, ModelSource::HfDir(_)) {
             bail!("LoRA adapters need an HF-format base directory (`flywheel model import` turns a GGUF into one)");
         }
+        if let (Some(isq), ModelSource::Gguf(file)) = (quantize, source) {
+            bail!(
+                "--quantize {isq} applies to full-precision weights; {} is a GGUF, already quantized \
+                 (`flywheel model import` turns it into an HF-format directory)",
+                file.display()
+            );
+        }
         let (model, tokenizer, eos) = match source {
             ModelSource::HfDir(dir) => {
-                let model = super::loader::load_hf(dir, adapter)
+                let model = super::loader::load_hf(dir, adapter, quantize)
                     .await
                     .with_context(|| format!("mistral.rs cannot load {}", dir.display()))?;
                 let (tokenizer, eos) = hf_tokenizer(dir)?;
@@ -94,8 +107,12 @@ impl Generation {
                 (model, tokenizer, eos)
             }
             ModelSource::HubId(id) => {
-                let model = configure(TextModelBuilder::new(id.clone()))
-                    .with_token_source(TokenSource::CacheToken)
+                let mut builder = configure(TextModelBuilder::new(id.clone()))
+                    .with_token_source(TokenSource::CacheToken);
+                if let Some(isq) = quantize {
+                    builder = builder.with_isq(isq);
+                }
+                let model = builder
                     .build()
                     .await
                     .with_context(|| format!("mistral.rs cannot load {id} from the hub"))?;
@@ -108,11 +125,13 @@ impl Generation {
             bail!("the model declares no end-of-sequence token");
         }
         let max_context = model.max_sequence_length().ok().flatten().unwrap_or(4096);
-        tracing::info!(%name, version, max_context, seconds = started.elapsed().as_secs_f32(), "model loaded");
+        let quantized = quantize.map(|q| q.to_string());
+        tracing::info!(%name, version, max_context, quantized, seconds = started.elapsed().as_secs_f32(), "model loaded");
         Ok(Generation {
             version,
             name,
             source: source.clone(),
+            quantize,
             model,
             tokenizer,
             eos,

@@ -1,5 +1,5 @@
 //! Building mistral.rs models from local files: an HF-format base directory, optionally with a
-//! PEFT LoRA adapter merged in, and GGUF files.
+//! PEFT LoRA adapter merged in and then quantized in situ (`--quantize`), and GGUF files.
 //!
 //! Everything goes through mistral.rs's low-level `Loader::load_model_from_path` with paths we
 //! build ourselves, because its builders resolve adapter ids through the hub even for local
@@ -13,7 +13,7 @@ use mistralrs::core::{
     MistralRsBuilder, ModelPaths, NormalLoaderBuilder, NormalSpecificConfig, Pipeline,
 };
 use mistralrs::{
-    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, Model, ModelDType,
+    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, IsqType, Model, ModelDType,
     SchedulerConfig, TokenSource,
 };
 use std::path::{Path, PathBuf};
@@ -24,16 +24,52 @@ const MAX_SEQS: usize = 16;
 
 type SharedPipeline = Arc<tokio::sync::Mutex<dyn Pipeline + Send + Sync>>;
 
-/// Loads `base` (an HF-format directory) with `adapter` (a PEFT directory) merged in, if any.
-pub async fn load_hf(base: &Path, adapter: Option<&Path>) -> Result<Model> {
+/// `--quantize`: `none` (serve full precision) or an in-situ quantization type mistral.rs knows
+/// (`q8_0`, `q4_0`, `q4k`, `q6k`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Quantize(pub Option<IsqType>);
+
+impl std::str::FromStr for Quantize {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" | "f32" => Ok(Quantize(None)),
+            other => mistralrs::parse_isq_value(other, None).map(|q| Quantize(Some(q))),
+        }
+    }
+}
+
+impl std::fmt::Display for Quantize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(q) => write!(f, "{q}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+/// Loads `base` (an HF-format directory) with `adapter` (a PEFT directory) merged in, if any,
+/// then quantized to `quantize`: mistral.rs merges a LoRA only into full-precision weights, so
+/// the merge comes first and quantization after it (research/mistralrs.md §LoRA).
+pub async fn load_hf(
+    base: &Path,
+    adapter: Option<&Path>,
+    quantize: Option<IsqType>,
+) -> Result<Model> {
     let (base, adapter) = (base.to_path_buf(), adapter.map(Path::to_path_buf));
-    // The load reads and merges every weight: keep it off the async workers.
+    // The load reads, merges and quantizes every weight: keep it off the async workers.
     let pipeline =
-        tokio::task::spawn_blocking(move || load_hf_pipeline(&base, adapter.as_deref())).await??;
+        tokio::task::spawn_blocking(move || load_hf_pipeline(&base, adapter.as_deref(), quantize))
+            .await??;
     Ok(model_from_pipeline(pipeline).await)
 }
 
-fn load_hf_pipeline(base: &Path, adapter: Option<&Path>) -> Result<SharedPipeline> {
+fn load_hf_pipeline(
+    base: &Path,
+    adapter: Option<&Path>,
+    quantize: Option<IsqType>,
+) -> Result<SharedPipeline> {
     let mut builder = NormalLoaderBuilder::new(
         NormalSpecificConfig::default(),
         None,
@@ -69,7 +105,7 @@ fn load_hf_pipeline(base: &Path, adapter: Option<&Path>) -> Result<SharedPipelin
         &device()?,
         true,
         DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
-        None,
+        quantize,
         None,
     );
     mistralrs_quant::clear_applied_loras();

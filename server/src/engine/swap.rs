@@ -23,6 +23,7 @@ use flywheel_store::{Adapter, AdapterFault, NewDecision, Store};
 use super::adapter_fit::{check_fits_base, FitError};
 use super::{Engine, Generation};
 use crate::model_source::ModelSource;
+use mistralrs::IsqType;
 
 /// Why this server does not serve the version it was asked to.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,7 @@ pub enum Swapped {
 /// [`SwapError::Adapter`] for a fault of the adapter; [`SwapError::Local`] when the load fails.
 pub async fn load(
     source: &ModelSource,
+    quantize: Option<IsqType>,
     name: String,
     adapter: &Adapter,
 ) -> Result<Generation, SwapError> {
@@ -75,7 +77,7 @@ pub async fn load(
             },
         })?;
     }
-    let mut generation = Generation::load(source, dir.as_deref(), name, version)
+    let mut generation = Generation::load(source, dir.as_deref(), name, version, quantize)
         .await
         .map_err(|cause| SwapError::Local { version, cause })?;
     generation.alias = adapter.name.clone();
@@ -124,7 +126,8 @@ async fn serve_locked(engine: &Engine, store: &Store, version: i64) -> Result<Sw
         Some(resident) => resident,
         None => {
             let adapter = store.get_adapter(version).await?;
-            Arc::new(load(&current.source, current.name.clone(), &adapter).await?)
+            let (source, quantize) = (&current.source, current.quantize);
+            Arc::new(load(source, quantize, current.name.clone(), &adapter).await?)
         }
     };
     engine.set_residents(residents);
@@ -159,7 +162,10 @@ pub async fn keep_resident(engine: &Engine, wanted: &[Adapter]) -> Vec<(i64, Swa
             continue;
         }
         let loaded = match room_for_another(&active.source) {
-            Ok(()) => load(&active.source, active.name.clone(), adapter).await,
+            Ok(()) => {
+                let name = active.name.clone();
+                load(&active.source, active.quantize, name, adapter).await
+            }
             Err(cause) => Err(SwapError::Local {
                 version: adapter.version,
                 cause,
@@ -314,12 +320,13 @@ pub async fn activate(
 pub async fn startup(
     store: &Store,
     source: &ModelSource,
+    quantize: Option<IsqType>,
     name: String,
 ) -> anyhow::Result<Generation> {
     let wanted = store.active_adapter_version().await?;
     if wanted != 0 {
         let adapter = store.get_adapter(wanted).await?;
-        match load(source, name.clone(), &adapter).await {
+        match load(source, quantize, name.clone(), &adapter).await {
             Ok(generation) => return Ok(generation),
             Err(e) => tracing::warn!(
                 version = wanted,
@@ -328,7 +335,7 @@ pub async fn startup(
             ),
         }
     }
-    Generation::load(source, None, name, 0)
+    Generation::load(source, None, name, 0, quantize)
         .await
         .context("cannot load the model")
 }

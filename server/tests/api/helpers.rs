@@ -46,6 +46,8 @@ pub struct AppOptions {
     pub arena: Option<ArenaConfig>,
     /// The unit extractor of `GET /v1/consistency` (`--units`).
     pub units: Option<std::sync::Arc<flywheel_trainer::UnitExtractor>>,
+    /// `--quantize`.
+    pub quantize: Option<mistralrs::IsqType>,
 }
 
 impl Default for AppOptions {
@@ -61,6 +63,7 @@ impl Default for AppOptions {
             adapter_root: None,
             arena: None,
             units: None,
+            quantize: None,
         }
     }
 }
@@ -100,6 +103,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let app = Application::build(AppConfig {
         store: store.clone(),
         source: ModelSource::HfDir(tiny_model_dir()),
+        quantize: options.quantize,
         served_name: MODEL.into(),
         engine: options.engine,
         api: ApiConfig {

@@ -19,6 +19,7 @@ mod imports;
 mod judges;
 mod judgments;
 mod ops;
+mod quantize;
 mod replicas;
 mod smollm2;
 mod streaming;

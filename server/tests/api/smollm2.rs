@@ -57,7 +57,7 @@ async fn greedy_answer(engine: &Engine, question: &str) -> String {
 }
 
 async fn engine_for(source: ModelSource) -> Engine {
-    let generation = Generation::load(&source, None, "smollm2".into(), 0)
+    let generation = Generation::load(&source, None, "smollm2".into(), 0, None)
         .await
         .unwrap();
     Engine::new(generation, EngineConfig::default(), Metrics::new())
