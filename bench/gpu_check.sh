@@ -88,6 +88,10 @@ fi
 
 if [ "$device" = cuda ]; then
   libs="$(nvidia_library_path)"
+  # The driver's libcuda.so.1, where containers mount it, in case the loader's cache lacks it.
+  for driver in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do
+    [ -e "$driver/libcuda.so.1" ] && libs="${libs:+$libs:}$driver"
+  done
   if [ -n "$libs" ]; then
     export LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   fi

@@ -37,12 +37,17 @@ def test_compose_file_runs_the_worker_beside_a_server_that_follows_it():
 
 
 def test_dockerfiles_build_the_binary_and_run_a_real_subcommand():
-    for name, feature in (("Dockerfile", None), ("Dockerfile.cuda", "cuda")):
+    for name, build in (("Dockerfile", None), ("Dockerfile.cuda", "scripts/build-cuda.sh")):
         text = (ROOT / "docker" / name).read_text()
         assert re.search(r"^FROM .* AS build$", text, re.M)
-        assert "cargo build --release --locked" in text
-        if feature:
-            assert f"--features {feature}" in text
+        if build:
+            # The CUDA image builds exactly as a developer does, with the script.
+            assert f"bash {build}" in text
+            script = (ROOT / build).read_text()
+            assert "cargo build --release --locked --features cuda" in script
+            assert re.search(r"^FROM nvidia/cuda:13\.0\.\d+-runtime", text, re.M)
+        else:
+            assert "cargo build --release --locked" in text
         assert 'ENTRYPOINT ["flywheel"]' in text
         cmd = re.search(r'^CMD \["(\w+)"\]', text, re.M).group(1)
         assert cmd in SUBCOMMANDS
