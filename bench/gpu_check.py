@@ -311,7 +311,7 @@ class Server:
     """`flywheel serve` on a model, with its own SQLite store and adapter root; no auth, no
     trainer worker, no arena, adapters promoted only by hand."""
 
-    def __init__(self, binary, model, work, log, decode_slots=None):
+    def __init__(self, binary, model, work, log, decode_slots=None, extra_args=()):
         self.port = free_port()
         self.adapter_root = pathlib.Path(work) / "adapters"
         self.adapter_root.mkdir(parents=True, exist_ok=True)
@@ -321,6 +321,7 @@ class Server:
         ]
         if decode_slots:
             self.command += ["--decode-slots", decode_slots]
+        self.command += list(extra_args)
         self.env = dict(os.environ, DATABASE_URL=f"sqlite://{work}/flywheel.db")
         self.env.setdefault("RUST_LOG", "warn,flywheel_server=info")
         self.log = log
