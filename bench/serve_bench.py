@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Serving benchmark: `flywheel serve` (HTTP, logging to Postgres) against the bare mistral.rs
 engine in-process and llama.cpp (llama-cpp-python, built here) on the same GGUF, same prompts,
-same machine, at concurrency 1 and 8. Prints one table; paste it into bench/RESULTS.md.
+same machine, at concurrency 1 and 8; plus `flywheel serve` on the F32 import, plain and with
+`--quantize` (q4_1, llama.cpp's GGUF type, and q8_0). Prints one table; paste it into
+bench/RESULTS.md.
 
     python3 bench/serve_bench.py [--requests 16] [--max-tokens 64]
     FLYWHEEL_BIN=... python3 bench/serve_bench.py   # a prebuilt binary (the bare engine is
@@ -80,14 +82,15 @@ def run_load(one, concurrency, requests):
     }
 
 
-def flywheel(model, concurrency, requests, max_tokens, label):
+def flywheel(model, concurrency, requests, max_tokens, label, extra_args=()):
     port = free_port()
     db = f"flywheel_bench_{uuid.uuid4().hex}"
     subprocess.check_call(["psql", "-q", "-h", "127.0.0.1", "-U", "postgres", "-c", f"CREATE DATABASE {db}"])
     env = dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}", RUST_LOG="warn")
     server = subprocess.Popen(
         # --no-auth: the benchmark measures serving, as before API keys existed.
-        [FLYWHEEL, "serve", "--model", model, "--port", str(port), "--max-queue", "256", "--no-auth", "--no-worker"],
+        [FLYWHEEL, "serve", "--model", model, "--port", str(port), "--max-queue", "256", "--no-auth", "--no-worker",
+         *extra_args],
         env=env,
     )
     try:
@@ -192,15 +195,27 @@ def main():
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--skip-llama-cpp", action="store_true")
+    parser.add_argument("--quantize", default="q4_1,q8_0",
+                        help="`serve --quantize` rows on the F32 import (comma-separated; '' for none)")
     args = parser.parse_args()
     gguf, hf = fetch_model()
     rows = []
+
+    def add(row):
+        # Each row as it is measured, so a system that fails later costs none of the others.
+        rows.append(row)
+        print(f"{row['system']} | {row['model']} | c={row['concurrency']} | {row['output_tokens_per_s']:.1f} tok/s",
+              file=sys.stderr, flush=True)
+
     for c in (1, 8):
-        rows.append(bare(gguf, c, args.requests, args.max_tokens) | {"model": "GGUF Q4_1"})
-        rows.append(flywheel(gguf, c, args.requests, args.max_tokens, "flywheel serve (HTTP + Postgres)") | {"model": "GGUF Q4_1"})
-        rows.append(flywheel(hf, c, args.requests, args.max_tokens, "flywheel serve (HTTP + Postgres)") | {"model": "F32 import"})
+        add(bare(gguf, c, args.requests, args.max_tokens) | {"model": "GGUF Q4_1"})
+        add(flywheel(gguf, c, args.requests, args.max_tokens, "flywheel serve (HTTP + Postgres)") | {"model": "GGUF Q4_1"})
+        add(flywheel(hf, c, args.requests, args.max_tokens, "flywheel serve (HTTP + Postgres)") | {"model": "F32 import"})
+        for q in filter(None, args.quantize.split(",")):
+            add(flywheel(hf, c, args.requests, args.max_tokens, "flywheel serve (HTTP + Postgres)",
+                         ["--quantize", q]) | {"model": f"F32 import, --quantize {q}"})
         if not args.skip_llama_cpp:
-            rows.append(llama_cpp(gguf, c, args.requests, args.max_tokens) | {"model": "GGUF Q4_1"})
+            add(llama_cpp(gguf, c, args.requests, args.max_tokens) | {"model": "GGUF Q4_1"})
     print(f"\n{args.requests} requests x {args.max_tokens} max tokens, temperature 0.7, {os.cpu_count()} cores\n")
     print("| system | model | conc. | req/s | out tok/s | TTFT mean | TTFT p50 |")
     print("|---|---|---|---|---|---|---|")
@@ -210,11 +225,13 @@ def main():
     for c in (1, 8):
         b = next(r for r in rows if r["concurrency"] == c and r["system"].startswith("mistral.rs"))
         f = next(r for r in rows if r["concurrency"] == c and r["system"].startswith("flywheel") and r["model"] == "GGUF Q4_1")
-        line = f"concurrency {c}: flywheel/bare throughput = {f['output_tokens_per_s'] / b['output_tokens_per_s']:.3f}"
+        print(f"concurrency {c}: flywheel/bare throughput = {f['output_tokens_per_s'] / b['output_tokens_per_s']:.3f}")
         l = next((r for r in rows if r["concurrency"] == c and r["system"].startswith("llama.cpp")), None)
         if l:
-            line += f", flywheel/llama.cpp = {f['output_tokens_per_s'] / l['output_tokens_per_s']:.3f}"
-        print(line)
+            for r in rows:
+                if r["concurrency"] == c and r["system"].startswith("flywheel"):
+                    print(f"  flywheel ({r['model']}) / llama.cpp (GGUF Q4_1) = "
+                          f"{r['output_tokens_per_s'] / l['output_tokens_per_s']:.3f}")
 
 
 if __name__ == "__main__":
