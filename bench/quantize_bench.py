@@ -18,7 +18,6 @@ release build and `flywheel model fetch` (both cached); standard library only.
 
 import argparse
 import json
-import os
 import pathlib
 import statistics
 import subprocess
@@ -27,11 +26,8 @@ import tempfile
 import time
 
 from gpu_check import Server, chat, last_json_line, stream_chat, summarize_load
+from serve_bench import FLYWHEEL, ROOT
 from serve_bench import PROMPTS as SPEED_PROMPTS
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
-FLYWHEEL = os.environ.get("FLYWHEEL_BIN", str(TARGET / "release" / "flywheel"))
 
 QUESTIONS = [
     "What is the capital of France?",

@@ -60,6 +60,36 @@ fn random_adapter(model: &Model, seed: u64) -> LoraWeights {
     LoraWeights { pairs }
 }
 
+/// Every base tensor's bits, as f32 (exact from bf16 too).
+fn base_bits(model: &Model) -> Vec<Vec<u32>> {
+    model
+        .llama
+        .base_tensors()
+        .iter()
+        .map(|t| {
+            let v = t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+            v.to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        })
+        .collect()
+}
+
+/// AdamW at 1e-2 with no warm-up: a few steps visibly move the tiny model.
+fn fast_config(checkpoint: bool) -> TrainConfig {
+    TrainConfig {
+        optim: OptimConfig {
+            lr: 1e-2,
+            warmup_steps: 0,
+            ..OptimConfig::default()
+        },
+        checkpoint,
+        ..TrainConfig::default()
+    }
+}
+
 fn examples() -> Vec<PairExample> {
     let seq = |p: &[u32], r: &[u32]| Sequence::new(p.to_vec(), r.to_vec()).unwrap();
     vec![
@@ -104,14 +134,7 @@ fn every_lora_tensor_gets_a_nonzero_gradient_after_one_step() {
     let (_dir, model) = tiny_model(DType::F32, 0.1);
     let objective = Dpo::default();
     let pairs = prepare_pairs(&model, &objective, examples(), Adapter::Off).unwrap();
-    let config = TrainConfig {
-        optim: OptimConfig {
-            lr: 1e-2,
-            warmup_steps: 0,
-            ..OptimConfig::default()
-        },
-        ..TrainConfig::default()
-    };
+    let config = fast_config(false);
     Trainer::new(&model, Box::new(objective), config)
         .unwrap()
         .step(&pairs)
@@ -135,30 +158,10 @@ fn every_lora_tensor_gets_a_nonzero_gradient_after_one_step() {
 fn base_weights_are_bit_identical_after_three_training_steps() {
     // Arrange
     let (_dir, model) = tiny_model(DType::F32, 0.0);
-    let before: Vec<Vec<u32>> = model
-        .llama
-        .base_tensors()
-        .iter()
-        .map(|t| {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect()
-        })
-        .collect();
+    let before = base_bits(&model);
     let objective = Dpo::default();
     let pairs = prepare_pairs(&model, &objective, examples(), Adapter::Off).unwrap();
-    let config = TrainConfig {
-        optim: OptimConfig {
-            lr: 1e-2,
-            warmup_steps: 0,
-            ..OptimConfig::default()
-        },
-        ..TrainConfig::default()
-    };
+    let config = fast_config(false);
     let mut trainer = Trainer::new(&model, Box::new(objective), config).unwrap();
 
     // Act
@@ -166,20 +169,7 @@ fn base_weights_are_bit_identical_after_three_training_steps() {
 
     // Assert
     assert!(losses[2] < losses[0], "DPO loss should fall: {losses:?}");
-    let after: Vec<Vec<u32>> = model
-        .llama
-        .base_tensors()
-        .iter()
-        .map(|t| {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect()
-        })
-        .collect();
+    let after = base_bits(&model);
     assert_eq!(before.len(), after.len());
     assert!(before == after, "a base weight changed");
     assert!(model.llama.base_tensors().iter().all(|t| !t.is_variable()));
@@ -470,35 +460,15 @@ fn a_bf16_base_trains_f32_lora_weights_with_gradients_close_to_f32s() {
 fn a_bf16_base_learns_and_stays_bit_identical() {
     // Arrange
     let (_dir, model) = tiny_model(DType::BF16, 0.0);
-    // bf16 → f32 is exact, so f32 bits compare bf16 bits.
-    let bits = |model: &Model| -> Vec<Vec<u32>> {
-        model
-            .llama
-            .base_tensors()
-            .iter()
-            .map(|t| {
-                assert_eq!(t.dtype(), DType::BF16);
-                let v = t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-                v.to_vec1::<f32>()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .collect()
-            })
-            .collect()
-    };
-    let before = bits(&model);
+    assert!(model
+        .llama
+        .base_tensors()
+        .iter()
+        .all(|t| t.dtype() == DType::BF16));
+    let before = base_bits(&model);
     let objective = Dpo::default();
     let pairs = prepare_pairs(&model, &objective, examples(), Adapter::Off).unwrap();
-    let config = TrainConfig {
-        optim: OptimConfig {
-            lr: 1e-2,
-            warmup_steps: 0,
-            ..OptimConfig::default()
-        },
-        checkpoint: true,
-        ..TrainConfig::default()
-    };
+    let config = fast_config(true);
     let mut trainer = Trainer::new(&model, Box::new(objective), config).unwrap();
 
     // Act
@@ -509,5 +479,5 @@ fn a_bf16_base_learns_and_stays_bit_identical() {
         steps[3].loss < steps[0].loss && steps[3].margin > steps[0].margin,
         "DPO should learn in bf16: {steps:?}"
     );
-    assert!(before == bits(&model), "a base weight changed");
+    assert!(before == base_bits(&model), "a base weight changed");
 }

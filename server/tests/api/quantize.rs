@@ -3,15 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
-use flywheel_trainer::{
-    prepare_pairs, write_adapter, Adapter, LoraConfig, Model, OptimConfig, PairExample, Rpo,
-    Sequence, TrainConfig, Trainer,
-};
+use flywheel_trainer::{write_adapter, PairExample, Rpo, Sequence};
 use mistralrs::IsqType;
 use serde_json::json;
 
-use crate::helpers::{greedy, serve_adapter, spawn_app_with, tiny_model_dir, AppOptions, TestApp};
+use crate::helpers::{greedy, serve_adapter, spawn_app_with, AppOptions, TestApp};
+use crate::training::trained_on;
 
 const PROMPT: &str = "The same prompt every time";
 /// The marker the adapter is trained to say: `!` (token ids 3–258 are the bytes).
@@ -37,32 +34,13 @@ async fn answer(app: &TestApp) -> (Vec<u32>, Vec<f64>, Vec<u32>) {
 
 /// A LoRA trained by RPO (DPO plus the chosen answer's likelihood) to answer `prompt` with the marker rather than with `rejected`.
 fn marker_adapter(dir: &Path, prompt: &[u32], rejected: &[u32]) -> PathBuf {
-    let lora = LoraConfig {
-        rank: 4,
-        alpha: 8.0,
-        ..LoraConfig::default()
-    };
-    let model = Model::load(&tiny_model_dir(), lora, DType::F32, &Device::Cpu).unwrap();
     let seq = |r: &[u32]| Sequence::new(prompt.to_vec(), r.to_vec()).unwrap();
-    let examples = vec![PairExample {
+    let pair = PairExample {
         chosen: seq(&[MARKER; TOKENS as usize]),
         rejected: seq(rejected),
         win_rates: None,
-    }];
-    let pairs = prepare_pairs(&model, &Rpo::default(), examples, Adapter::Off).unwrap();
-    let config = TrainConfig {
-        optim: OptimConfig {
-            lr: 5e-2,
-            warmup_steps: 0,
-            total_steps: 30,
-            ..OptimConfig::default()
-        },
-        ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(&model, Box::new(Rpo::default()), config).unwrap();
-    for _ in 0..30 {
-        trainer.step(&pairs).unwrap();
-    }
+    let model = trained_on(Rpo::default(), pair, 30);
     let out = dir.join("marker");
     write_adapter(&out, &model, &model.snapshot().unwrap(), "tiny").unwrap();
     out

@@ -12,8 +12,8 @@ use flywheel_store::{
     AdapterStatus, Error as StoreError, JudgmentSource, NewJudgment, Outcome, TrainRunStatus,
 };
 use flywheel_trainer::{
-    prepare_pairs, sequence_logprobs, write_adapter, Adapter, Dpo, LoraConfig, Model, OptimConfig,
-    PairExample, Sequence, TrainConfig, Trainer,
+    prepare_pairs, sequence_logprobs, write_adapter, Adapter, Dpo, LoraConfig, Model, Objective,
+    OptimConfig, PairExample, Sequence, TrainConfig, Trainer,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -21,6 +21,31 @@ use uuid::Uuid;
 use crate::helpers::{
     greedy, serve_adapter, serve_version, spawn_app, tiny_model_dir, TestApp, MODEL,
 };
+
+/// The tiny model with a LoRA trained for `steps` steps (AdamW at 5e-2) on one pair.
+pub fn trained_on(
+    objective: impl Objective + Copy + 'static,
+    pair: PairExample,
+    steps: usize,
+) -> Model {
+    let model = tiny_model();
+    let pairs = prepare_pairs(&model, &objective, vec![pair], Adapter::Off).unwrap();
+    let config = TrainConfig {
+        optim: OptimConfig {
+            lr: 5e-2,
+            warmup_steps: 0,
+            total_steps: steps,
+            ..OptimConfig::default()
+        },
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(&model, Box::new(objective), config).unwrap();
+    for _ in 0..steps {
+        trainer.step(&pairs).unwrap();
+    }
+    drop(trainer);
+    model
+}
 
 fn tiny_model() -> Model {
     let lora = LoraConfig {
@@ -94,27 +119,13 @@ async fn the_trainer_scores_a_sampled_response_with_the_log_probs_the_server_sam
 #[tokio::test]
 async fn an_adapter_the_trainer_wrote_makes_the_server_generate_what_the_trainer_predicts() {
     // Arrange: a few DPO steps, so that B ≠ 0 and the adapter changes the model.
-    let model = tiny_model();
     let seq = |r: &[u32]| Sequence::new(vec![1, 100, 101, 102], r.to_vec()).unwrap();
-    let examples = vec![PairExample {
+    let pair = PairExample {
         chosen: seq(&[110, 111, 112]),
         rejected: seq(&[120, 121, 122]),
         win_rates: None,
-    }];
-    let pairs = prepare_pairs(&model, &Dpo::default(), examples, Adapter::Off).unwrap();
-    let config = TrainConfig {
-        optim: OptimConfig {
-            lr: 5e-2,
-            warmup_steps: 0,
-            total_steps: 10,
-            ..OptimConfig::default()
-        },
-        ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(&model, Box::new(Dpo::default()), config).unwrap();
-    for _ in 0..10 {
-        trainer.step(&pairs).unwrap();
-    }
+    let model = trained_on(Dpo::default(), pair, 10);
     let weights = model.snapshot().unwrap();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("1");

@@ -95,20 +95,13 @@ struct FrozenMatmul {
 }
 
 impl FrozenMatmul {
-    fn has_out(&self) -> candle_core::Result<bool> {
+    /// The product computed beforehand, if one was (taken: the forward runs once).
+    fn take_out(&self) -> candle_core::Result<Option<Tensor>> {
         Ok(self
             .out
             .lock()
             .map_err(|_| candle_core::Error::Msg("frozen-matmul lock poisoned".into()))?
-            .is_some())
-    }
-
-    fn take_out(&self) -> candle_core::Result<Tensor> {
-        self.out
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("frozen-matmul lock poisoned".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("frozen-matmul forward ran twice".into()))
+            .take())
     }
 }
 
@@ -119,8 +112,7 @@ impl CustomOp1 for FrozenMatmul {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         // A dtype the fused matmul does not take (bf16) comes with its product computed.
-        if self.has_out()? {
-            let out = self.take_out()?;
+        if let Some(out) = self.take_out()? {
             let (storage, layout) = out.storage_and_layout();
             return match &*storage {
                 Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
@@ -136,7 +128,9 @@ impl CustomOp1 for FrozenMatmul {
     }
 
     fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        let out = self.take_out()?;
+        let out = self
+            .take_out()?
+            .ok_or_else(|| candle_core::Error::Msg("frozen-matmul forward ran twice".into()))?;
         let (storage, layout) = out.storage_and_layout();
         match &*storage {
             Storage::Cuda(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
