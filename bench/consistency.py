@@ -114,6 +114,7 @@ class Server:
             "--worker-algo", algo, "--min-new-judgments", str(args.min_new),
             "--steps", str(args.steps), "--lr", str(args.lr), "--rank", str(args.rank),
             "--batch", str(args.batch), "--kl-beta", str(args.kl_beta),
+            "--empty-agreement", str(args.empty_agreement), "--stability", args.stability,
             "--worker-interval-secs", "5", "--promotion", "always", "--no-arena",
             "--follow-interval-secs", "2"]
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -313,14 +314,14 @@ def save(results, tag):
 
 def report(_args):
     lines = ["# Consistency-GRPO and GRPO benchmark (bench/consistency.py)", ""]
-    path = os.path.join(OUT, "consistency.json")
-    if os.path.exists(path):
-        data = json.load(open(path))
+    for name in sorted(f for f in os.listdir(OUT) if f.startswith("consistency") and f.endswith(".json")):
+        data = json.load(open(os.path.join(OUT, name)))
         s = data["setting"]
-        lines += [f"Consistency-GRPO: {s['train_families']} train and {s['held_out_families']} held-out "
-                  f"families, 5 variants × n = {s['n']} samples, T = {s['temperature']}, "
+        lines += [f"Consistency-GRPO (`{name}`): {s['train_families']} train and {s['held_out_families']} "
+                  f"held-out families, 5 variants × n = {s['n']} samples, T = {s['temperature']}, "
                   f"max_tokens {s['max_tokens']}; {s['steps']} steps, lr {s['lr']}, rank {s['rank']}, "
-                  f"batch {s['batch']} groups, β = {s['kl_beta']}.", "",
+                  f"batch {s['batch']} groups, β = {s['kl_beta']}, stability {s.get('stability', 'jaccard')}, "
+                  f"Jaccard(∅, ∅) = {s.get('empty_agreement', 1.0):g}.", "",
                   "| round | version | held-out entropy | change | helpfulness | units/answer | answer tokens |",
                   "|---|---|---|---|---|---|---|"]
         base = data["rounds"][0]["held_out"]["mean_entropy"]
@@ -364,6 +365,9 @@ def main():
         p.add_argument("--rank", type=int, default=16)
         p.add_argument("--batch", type=int, default=2)
         p.add_argument("--kl-beta", type=float, default=0.04)
+        p.add_argument("--empty-agreement", type=float, default=1.0,
+                       help="Jaccard(∅, ∅) in the stability reward: 1 (§5.2) or 0")
+        p.add_argument("--stability", default="jaccard", choices=["jaccard", "loo"])
         p.add_argument("--train-timeout", type=float, default=3600)
         p.add_argument("--held-out", type=int, default=10, help="held-out families (consistency)")
         p.add_argument("--train-families", type=int, default=16)

@@ -8,8 +8,8 @@ use clap::Args;
 use flywheel_judge::GateConfig;
 use flywheel_trainer::{
     AdvantageConfig, Aggregation, Algorithm, Baseline, Compute, ConsistencyConfig, Grpo,
-    GrpoRewards, GrpoSettings, JobConfig, RolloutCheck, ScaleRewards, TrainDevice, TrainDtype,
-    WorkerConfig,
+    GrpoRewards, GrpoSettings, JobConfig, RolloutCheck, ScaleRewards, StabilityMeasure,
+    TrainDevice, TrainDtype, WorkerConfig,
 };
 
 use crate::arena::duels::DuelConfig;
@@ -142,6 +142,13 @@ pub struct GrpoArgs {
     /// Weight of stability in the consistency reward.
     #[arg(long, env = "FLYWHEEL_W_STAB", default_value_t = 0.7)]
     pub w_stab: f64,
+    /// The per-response stability: mean pairwise Jaccard, or leave-one-out agreement (`loo`).
+    #[arg(long, env = "FLYWHEEL_STABILITY", default_value = "jaccard", value_parser = ["jaccard", "loo"])]
+    pub stability: String,
+    /// What two answers with no units score as agreeing, in [0, 1]: 1 (research §5.2) or 0, so
+    /// that only shared items count as agreement.
+    #[arg(long, env = "FLYWHEEL_EMPTY_AGREEMENT", default_value_t = 1.0)]
+    pub empty_agreement: f64,
     /// The largest mean per-token gap (nats) between a response's stored log-probs and the
     /// policy's before the response is refused as not the policy's own.
     #[arg(long, env = "FLYWHEEL_MAX_LOGPROB_GAP", default_value_t = 0.05)]
@@ -186,6 +193,11 @@ impl GrpoArgs {
             consistency: ConsistencyConfig {
                 w_help: self.w_help,
                 w_stab: self.w_stab,
+                stability: match self.stability.as_str() {
+                    "loo" => StabilityMeasure::LeaveOneOutAgreement,
+                    _ => StabilityMeasure::Jaccard,
+                },
+                empty_agreement: self.empty_agreement,
                 ..defaults.consistency
             },
             check: RolloutCheck {
@@ -329,6 +341,31 @@ mod tests {
         };
         assert!(args(0).open().await.is_err());
         assert!(args(4).open().await.is_ok());
+    }
+
+    #[test]
+    fn the_consistency_flags_reach_the_grpo_settings() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            grpo: super::GrpoArgs,
+        }
+        let parse = |args: &[&str]| {
+            Flags::try_parse_from(std::iter::once("flywheel").chain(args.iter().copied()))
+                .map(|f| f.grpo.settings(64).consistency)
+        };
+        let defaults = parse(&[]).unwrap();
+        assert_eq!(defaults, flywheel_trainer::ConsistencyConfig::default());
+        let strict = parse(&["--stability", "loo", "--empty-agreement", "0"]).unwrap();
+        assert_eq!(
+            strict.stability,
+            flywheel_trainer::StabilityMeasure::LeaveOneOutAgreement
+        );
+        assert_eq!(strict.empty_agreement, 0.0);
+        assert!(parse(&["--stability", "cosine"]).is_err());
+        let out_of_range = parse(&["--empty-agreement", "2"]).unwrap();
+        assert!(out_of_range.validate().is_err());
     }
 
     #[test]

@@ -150,6 +150,7 @@ pub(crate) fn consistency(
                 "w_help": config.w_help,
                 "w_stab": config.w_stab,
                 "n_max": config.n_max,
+                "empty_agreement": config.empty_agreement,
                 "train_run": run_id,
             })),
             idempotency_key: IdempotencyKey::parse(format!("consistency:{run_id}:{}", r.id)).ok(),

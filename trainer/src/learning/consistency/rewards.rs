@@ -12,6 +12,10 @@
 //! - `Stab(y_m) = (1/(G−1)) Σ_{k≠m} Jaccard(U_m, U_k)`, with Jaccard(∅, ∅) = 1; or the alternative
 //!   leave-one-out agreement `1 − (1/|∪U|) Σ_{u∈∪U} |1[u∈U_m] − f_{−m}(u)|`, with f_{−m} the
 //!   fraction of the *other* responses carrying u (1 when ∪U = ∅);
+//! - ours beyond §5.2: `empty_agreement` replaces the 1 that two empty unit sets (or an all-empty
+//!   group) score as agreeing. §5.2's 1 rewards agreeing on *nothing* as much as agreeing on the same
+//!   items, which on a model that names few items pushes towards naming none (bench/RESULTS.md,
+//!   issue 12); 0 counts only shared items as agreement;
 //! - `R(y_m) = gate_m · (w_h·Help(y_m) + w_s·Stab(y_m))`, the gate in [0, 1] optional (1 without);
 //! - the group consistency entropy (a diagnostic and eval metric, not a reward):
 //!   `H_stab = (1/|∪U|) Σ_{u∈∪U} h2(f(u))`, `f(u) = (1/G) Σ_m 1[u ∈ U_m]`,
@@ -46,6 +50,9 @@ pub struct ConsistencyConfig {
     /// N_max, the expected maximum number of units per response; ≥ 1.
     pub n_max: usize,
     pub stability: StabilityMeasure,
+    /// What two empty unit sets score as agreement (Jaccard(∅, ∅), and the leave-one-out agreement
+    /// of an all-empty group): 1 in §5.2, 0 to reward only shared items; in [0, 1].
+    pub empty_agreement: f64,
 }
 
 impl Default for ConsistencyConfig {
@@ -55,6 +62,7 @@ impl Default for ConsistencyConfig {
             w_stab: 0.7,
             n_max: 7,
             stability: StabilityMeasure::Jaccard,
+            empty_agreement: 1.0,
         }
     }
 }
@@ -74,6 +82,12 @@ impl ConsistencyConfig {
             return Err(Error::Setting(
                 "consistency N_max must be at least 1".into(),
             ));
+        }
+        if !(0.0..=1.0).contains(&self.empty_agreement) {
+            return Err(Error::Setting(format!(
+                "the agreement of two empty unit sets must lie in [0, 1], not {}",
+                self.empty_agreement
+            )));
         }
         Ok(())
     }
@@ -105,12 +119,12 @@ pub fn helpfulness(units: usize, n_max: usize) -> Result<f64> {
     Ok(((1.0 + units as f64).log2() / (1.0 + n_max as f64).log2()).min(1.0))
 }
 
-/// `|a ∩ b| / |a ∪ b|`, and 1 for two empty sets.
-pub fn jaccard(a: &UnitSet, b: &UnitSet) -> f64 {
+/// `|a ∩ b| / |a ∪ b|`, and `empty` for two empty sets (1 in §5.2).
+pub fn jaccard(a: &UnitSet, b: &UnitSet, empty: f64) -> f64 {
     let common = a.intersection(b).count();
     let union = a.len() + b.len() - common;
     if union == 0 {
-        1.0
+        empty
     } else {
         common as f64 / union as f64
     }
@@ -126,17 +140,18 @@ fn at_least_two(sets: &[UnitSet]) -> Result<f64> {
     Ok((sets.len() - 1) as f64)
 }
 
-/// `Stab(y_m)`: the mean Jaccard of U_m with every other set of the group.
+/// `Stab(y_m)`: the mean Jaccard of U_m with every other set of the group, two empty sets scoring
+/// `empty` (1 in §5.2).
 ///
 /// # Errors
 /// `Error::NoData` for fewer than two responses.
-pub fn stability(sets: &[UnitSet]) -> Result<Vec<f64>> {
+pub fn stability(sets: &[UnitSet], empty: f64) -> Result<Vec<f64>> {
     let others = at_least_two(sets)?;
     Ok((0..sets.len())
         .map(|m| {
             (0..sets.len())
                 .filter(|&k| k != m)
-                .map(|k| jaccard(&sets[m], &sets[k]))
+                .map(|k| jaccard(&sets[m], &sets[k], empty))
                 .sum::<f64>()
                 / others
         })
@@ -152,15 +167,16 @@ fn unit_counts(sets: &[UnitSet]) -> BTreeMap<&str, usize> {
     counts
 }
 
-/// §5.2's alternative stability, `1 − (1/|∪U|) Σ_u |1[u∈U_m] − f_{−m}(u)|` (1 when ∪U = ∅).
+/// §5.2's alternative stability, `1 − (1/|∪U|) Σ_u |1[u∈U_m] − f_{−m}(u)|` (`empty`, 1 in §5.2,
+/// when ∪U = ∅).
 ///
 /// # Errors
 /// `Error::NoData` for fewer than two responses.
-pub fn loo_agreement(sets: &[UnitSet]) -> Result<Vec<f64>> {
+pub fn loo_agreement(sets: &[UnitSet], empty: f64) -> Result<Vec<f64>> {
     let others = at_least_two(sets)?;
     let counts = unit_counts(sets);
     if counts.is_empty() {
-        return Ok(vec![1.0; sets.len()]);
+        return Ok(vec![empty; sets.len()]);
     }
     Ok(sets
         .iter()
@@ -234,8 +250,8 @@ pub fn consistency_rewards(
         }
     }
     let stability = match config.stability {
-        StabilityMeasure::Jaccard => stability(sets)?,
-        StabilityMeasure::LeaveOneOutAgreement => loo_agreement(sets)?,
+        StabilityMeasure::Jaccard => stability(sets, config.empty_agreement)?,
+        StabilityMeasure::LeaveOneOutAgreement => loo_agreement(sets, config.empty_agreement)?,
     };
     let unit_counts: Vec<usize> = sets.iter().map(UnitSet::len).collect();
     let helpfulness = unit_counts
@@ -298,14 +314,14 @@ mod tests {
         let entropy = consistency_entropy(&sets).unwrap();
         assert!((entropy - 0.4591479170).abs() < 1e-9, "{entropy}");
         assert!((1.0 - entropy - 0.5408520830).abs() < 1e-9);
-        assert!((jaccard(&sets[0], &sets[1]) - 2.0 / 3.0).abs() < 1e-15);
-        assert!((jaccard(&sets[0], &sets[2]) - 0.5).abs() < 1e-15);
-        assert!((jaccard(&sets[1], &sets[2]) - 2.0 / 3.0).abs() < 1e-15);
+        assert!((jaccard(&sets[0], &sets[1], 1.0) - 2.0 / 3.0).abs() < 1e-15);
+        assert!((jaccard(&sets[0], &sets[2], 1.0) - 0.5).abs() < 1e-15);
+        assert!((jaccard(&sets[1], &sets[2], 1.0) - 2.0 / 3.0).abs() < 1e-15);
         assert_close(
-            &stability(&sets).unwrap(),
+            &stability(&sets, 1.0).unwrap(),
             &[0.5833333333, 0.6666666667, 0.5833333333],
         );
-        assert_close(&loo_agreement(&sets).unwrap(), &[0.625, 0.75, 0.625]);
+        assert_close(&loo_agreement(&sets, 1.0).unwrap(), &[0.625, 0.75, 0.625]);
 
         let r = consistency_rewards(&sets, &ConsistencyConfig::default(), None).unwrap();
         assert_eq!(r.unit_counts, vec![3, 2, 3]);
@@ -392,17 +408,46 @@ mod tests {
     fn identical_or_empty_sets_have_zero_entropy_and_full_stability() {
         let same = vec![set(&["a", "b"]); 4];
         assert_eq!(consistency_entropy(&same).unwrap(), 0.0);
-        assert_eq!(stability(&same).unwrap(), vec![1.0; 4]);
-        assert_eq!(loo_agreement(&same).unwrap(), vec![1.0; 4]);
+        assert_eq!(stability(&same, 0.0).unwrap(), vec![1.0; 4]);
+        assert_eq!(loo_agreement(&same, 0.0).unwrap(), vec![1.0; 4]);
         let empty = vec![UnitSet::new(); 3];
         assert_eq!(consistency_entropy(&empty).unwrap(), 0.0);
-        assert_eq!(stability(&empty).unwrap(), vec![1.0; 3]);
-        assert_eq!(loo_agreement(&empty).unwrap(), vec![1.0; 3]);
+        assert_eq!(stability(&empty, 1.0).unwrap(), vec![1.0; 3]);
+        assert_eq!(loo_agreement(&empty, 1.0).unwrap(), vec![1.0; 3]);
         // Disjoint singletons: f = 1/2 for both units, h2 = 1, the maximum.
         let disjoint = vec![set(&["a"]), set(&["b"])];
         assert_eq!(consistency_entropy(&disjoint).unwrap(), 1.0);
-        assert_eq!(stability(&disjoint).unwrap(), vec![0.0, 0.0]);
-        assert_eq!(jaccard(&set(&["a"]), &UnitSet::new()), 0.0);
+        assert_eq!(stability(&disjoint, 1.0).unwrap(), vec![0.0, 0.0]);
+        assert_eq!(jaccard(&set(&["a"]), &UnitSet::new(), 1.0), 0.0);
+    }
+
+    /// With `empty_agreement` 0, answers that name nothing earn nothing for agreeing with each
+    /// other: in {a}, {a}, ∅, ∅ the two that share an item rank first, where §5.2's default ranks
+    /// all four equal on stability.
+    #[test]
+    fn empty_agreement_zero_rewards_only_shared_items() {
+        let sets = vec![set(&["a"]), set(&["a"]), UnitSet::new(), UnitSet::new()];
+        let default = consistency_rewards(&sets, &ConsistencyConfig::default(), None).unwrap();
+        assert_close(&default.stability, &[1.0 / 3.0; 4]);
+        let strict = ConsistencyConfig {
+            empty_agreement: 0.0,
+            ..ConsistencyConfig::default()
+        };
+        let r = consistency_rewards(&sets, &strict, None).unwrap();
+        assert_close(&r.stability, &[1.0 / 3.0, 1.0 / 3.0, 0.0, 0.0]);
+        assert_close(&r.rewards[2..], &[0.0, 0.0]);
+        assert!(r.rewards[0] > r.rewards[2]);
+        let loo = ConsistencyConfig {
+            stability: StabilityMeasure::LeaveOneOutAgreement,
+            ..strict
+        };
+        let all_empty = vec![UnitSet::new(); 3];
+        assert_eq!(
+            consistency_rewards(&all_empty, &loo, None).unwrap().rewards,
+            vec![0.0; 3]
+        );
+        // The entropy, a diagnostic, does not depend on it.
+        assert_eq!(r.entropy, default.entropy);
     }
 
     #[test]
@@ -440,6 +485,10 @@ mod tests {
                 ..config
             },
             ConsistencyConfig { n_max: 0, ..config },
+            ConsistencyConfig {
+                empty_agreement: 1.5,
+                ..config
+            },
         ] {
             assert!(matches!(
                 consistency_rewards(&sets, &bad, None),
