@@ -180,12 +180,19 @@ class Server:
 
 
 def run_judge(args, server, name):
-    """`flywheel judge --kind program --until-empty` once; its final counts."""
+    """`flywheel judge --until-empty` once (the program judge, or with `--judge llm` the LLM judge
+    on the server's own model); its final counts."""
     env = dict(os.environ, FLYWHEEL_API_KEY=KEY, LEARNING_MAX_WORDS=str(args.max_words))
-    command = [args.bin, "judge", "--server-url", server.base, "--name", name, "--kind", "program",
-               "--judge-command", f"{sys.executable if args.judge_python is None else args.judge_python} "
-                                  f"{os.path.join(HERE, 'learning_judge.py')}",
+    command = [args.bin, "judge", "--server-url", server.base, "--name", name,
                "--until-empty", "--judge-concurrency", "2", "--poll-secs", "1"]
+    if args.judge == "llm":
+        command += ["--kind", "llm", "--judge-max-tokens", str(args.judge_max_tokens)]
+        if args.rubric:
+            command += ["--rubric", args.rubric]
+    else:
+        command += ["--kind", "program", "--judge-command",
+                    f"{sys.executable if args.judge_python is None else args.judge_python} "
+                    f"{os.path.join(HERE, 'learning_judge.py')}"]
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:
         raise RuntimeError(f"judge failed ({out.returncode}): {out.stderr[-2000:]}")
@@ -377,7 +384,7 @@ def wait_for_version(args, server, previous, log_offset, timeout):
             else:
                 time.sleep(3)
             continue
-        counts = run_judge(args, server, "rule-judge")
+        counts = run_judge(args, server, f"{args.judge}-judge")
         args._duels_posted += counts.get("posted", 0)
         status, adapter = call(server.base, "GET", f"/v1/adapters/{candidate}")
         if adapter["status"] != "candidate":
@@ -438,11 +445,16 @@ def run(args):
             rec["sample_seconds"] = round(time.time() - t0, 1)
             log_offset = len(server.log_text())
             t1 = time.time()
-            counts = run_judge(args, server, "rule-judge")
+            counts = run_judge(args, server, f"{args.judge}-judge")
             rec["judge"] = counts
             rec["judge_seconds"] = round(time.time() - t1, 1)
             print(f"round {r}: sampled {len(chunk)}x{args.n} in {rec['sample_seconds']} s; judge {counts} "
                   f"in {rec['judge_seconds']} s", flush=True)
+            if not counts.get("posted"):
+                rec["stopped"] = "the judge posted no judgment, so there is nothing to train on"
+                results["rounds"].append(rec)
+                print(f"round {r}: {rec['stopped']}; stopping", flush=True)
+                break
             t2 = time.time()
             args._duels_posted = 0
             new_version, decision = wait_for_version(args, server, version, log_offset, args.train_timeout)
@@ -521,7 +533,9 @@ def report(args):
     table = []
     for run_ in runs:
         s = run_["settings"]
-        lines += [f"## {run_['algo'].upper()} (`--promotion {run_['promotion']}`)", "",
+        judge = s.get("judge", "program")
+        lines += [f"## {run_['algo'].upper()} (`--promotion {run_['promotion']}`"
+                  f"{', `--judge llm`' if judge == 'llm' else ''})", "",
                   f"{s['train_per_round']} train prompts x n={s['n']} per round, {run_['prompts']['held_out']} "
                   f"held-out prompts, {run_['prompts']['keyed']} keyed questions; steps {s['steps']}, "
                   f"lr {s['lr']}, rank {s['rank']}, batch {s['batch']}; max_tokens {s['max_tokens']}, "
@@ -531,6 +545,10 @@ def report(args):
                   "| gate decision (candidate vs incumbent) | round time |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for rec in run_["rounds"]:
+            if "win_rate" not in rec:  # a round cut short before anything was trained
+                lines.append(f"| {rec['round']} | — | {rec.get('stopped', 'not measured')}: judge {rec.get('judge')} "
+                             f"in {rec.get('judge_seconds')} s | | | | | | | | | | |")
+                continue
             kl = rec.get("kl")
             kl_text = f"{kl['kl_per_answer']:.3f} ({kl['kl_per_token']:.4f})" if kl else "n/a"
             tr = rec.get("train") or {}
@@ -569,7 +587,8 @@ def report(args):
         print("matplotlib missing: no plot")
         return
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
-    for k, run_ in enumerate(runs):
+    plotted = [dict(r, rounds=[x for x in r["rounds"] if "win_rate" in x]) for r in runs]
+    for k, run_ in enumerate(r for r in plotted if len(r["rounds"]) > 1):
         label = f"{run_['algo'].upper()} ({run_['promotion']})"
         rounds = [r["round"] for r in run_["rounds"]]
         wr = [r["win_rate"] for r in run_["rounds"]]
@@ -643,6 +662,11 @@ def main():
                        help="a Python with torch + transformers, for the KL estimate (e.g. "
                             "~/.cache/flywheel/trl-venv/bin/python); without it no KL")
         p.add_argument("--judge-python", default="python3", help="the interpreter of the judge program")
+        p.add_argument("--judge", default="program", choices=["program", "llm"],
+                       help="program: learning_judge.py's rule; llm: `flywheel judge --kind llm` on the "
+                            "server's own model (the win-rate is still measured by the rule)")
+        p.add_argument("--judge-max-tokens", type=int, default=96)
+        p.add_argument("--rubric", default=None, help="the LLM judge's rubric file (default: shipped)")
     args = parser.parse_args()
     os.environ["LEARNING_MAX_WORDS"] = str(args.max_words)
     learning_judge.MAX_WORDS = args.max_words
