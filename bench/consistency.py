@@ -135,7 +135,8 @@ class Server:
         return call(self.base, "GET", "/ready")[1]
 
     def log_text(self):
-        self.log.flush()
+        if not self.log.closed:  # also read after stop(), for the results' log tail
+            self.log.flush()
         with open(self.log_path, errors="replace") as f:
             return re.sub(r"\x1b\[[0-9;]*m", "", f.read())
 
