@@ -198,10 +198,7 @@ impl GrpoSettings {
             "w_help": self.consistency.w_help,
             "w_stab": self.consistency.w_stab,
             "n_max": self.consistency.n_max,
-            "stability": match self.consistency.stability {
-                crate::learning::StabilityMeasure::Jaccard => "jaccard",
-                crate::learning::StabilityMeasure::LeaveOneOutAgreement => "loo",
-            },
+            "stability": self.consistency.stability.name(),
             "empty_agreement": self.consistency.empty_agreement,
             "max_logprob_gap": self.check.max_gap,
         })

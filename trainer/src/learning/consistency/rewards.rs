@@ -39,6 +39,16 @@ pub enum StabilityMeasure {
     LeaveOneOutAgreement,
 }
 
+impl StabilityMeasure {
+    /// The name a run's configuration records (and `--stability` takes).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Jaccard => "jaccard",
+            Self::LeaveOneOutAgreement => "loo",
+        }
+    }
+}
+
 /// Weights and settings of the reward; `Default` is §5.2's proposal: w_h = 0.3, w_s = 0.7,
 /// N_max = 7, Jaccard stability.
 #[derive(Debug, Clone, Copy, PartialEq)]
