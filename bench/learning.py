@@ -11,7 +11,9 @@ temporary directory, SmolLM2-135M-Instruct, the in-process trainer worker) and r
 
   1. sample: n = 4 answers per fresh train prompt (`POST /v1/chat/completions`, seeded);
   2. judge:  `flywheel judge --kind program --judge-command 'python3 bench/learning_judge.py'`
-             takes every pair from the annotation queue and posts it (`source: "rule"`);
+             takes every pair from the annotation queue and posts it (`source: "rule"`)
+             (`--judge llm`: `flywheel judge --kind llm` on the server's own model instead; a
+             round whose judge posts nothing ends the run, since there is nothing to train on);
   3. train:  the worker sees the new judgments, trains a child of the active adapter on the
              incumbent's own judged samples (`--worker-algo`), and the child serves
              (`--promotion always`), or goes through the arena's gate (`--promotion gate`: the
