@@ -374,29 +374,66 @@ def first_difference(a, b):
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
+# A batched greedy answer that leaves the solo one where the solo's top two tokens were this close
+# (nats), for the solo's second token, is a rounding near-tie: a GPU's kernels need not sum in the
+# same order at every batch size, and mistral.rs 0.8.1's cuBLASLt matmuls compute f32 as TF32
+# (`CUBLAS_COMPUTE_32F_FAST_TF32`: 10-bit mantissas, ~1e-3 relative error). A wider margin means the batch changed the logits, e.g. by mixing
+# sequences as mistral.rs 0.8.1's CPU decode does. Random-weight models have flat distributions, so
+# such near-ties are common in this check.
+NEAR_TIE_NATS = 0.1
+
+
+def tokens_of(choice):
+    """[(token, logprob, top_logprobs)] of one choice with `logprobs: true`."""
+    content = (choice.get("logprobs") or {}).get("content") or []
+    return [(t["token"], t["logprob"], t.get("top_logprobs") or []) for t in content]
+
+
+def divergence(solo_choice, batched_choice):
+    """Where a batched answer first takes another token than the solo one, and how close the solo's
+    top two tokens were there."""
+    solo, batched = tokens_of(solo_choice), tokens_of(batched_choice)
+    at = next((i for i, (a, b) in enumerate(zip(solo, batched)) if a[0] != b[0]), None)
+    if at is None:
+        return {"token_index": None, "solo_top2_gap": None, "near_tie": False}
+    top = sorted((t["logprob"] for t in solo[at][2]), reverse=True)
+    gap = top[0] - top[1] if len(top) >= 2 else None
+    alternatives = {t["token"] for t in solo[at][2]}
+    near_tie = gap is not None and gap < NEAR_TIE_NATS and batched[at][0] in alternatives
+    return {"token_index": at, "solo_token": solo[at][0], "batched_token": batched[at][0],
+            "solo_top2_gap": gap, "near_tie": near_tie}
+
+
 def check_correctness(port, max_tokens):
-    """Batched greedy samples against solo ones, and one seeded request in the batch and alone."""
-    greedy = {"temperature": 0, "max_tokens": max_tokens}
+    """Batched greedy samples against solo ones, and one seeded request in the batch and alone.
+    A batched answer that differs passes only at a near-tie (see NEAR_TIE_NATS)."""
+    greedy = {"temperature": 0, "max_tokens": max_tokens, "logprobs": True, "top_logprobs": 2}
     seeded = {"temperature": 0.8, "seed": 7, "n": 2, "max_tokens": max_tokens}
+    by_index = lambda completion: sorted(completion["choices"], key=lambda c: c["index"])  # noqa: E731
     with concurrent.futures.ThreadPoolExecutor(len(PROMPTS) + 1) as pool:
         batch = [pool.submit(chat, port, p, n=4, **greedy) for p in PROMPTS]
         seeded_future = pool.submit(chat, port, PROMPTS[0], **seeded)
-        batched = [texts(f.result()) for f in batch]
+        batched = [by_index(f.result()) for f in batch]
         seeded_batched = texts(seeded_future.result())
-    solo = [texts(chat(port, p, n=1, **greedy))[0] for p in PROMPTS]
+    solo = [by_index(chat(port, p, n=1, **greedy))[0] for p in PROMPTS]
     seeded_alone = texts(chat(port, PROMPTS[0], **seeded))
+    text = lambda choice: choice["message"]["content"]  # noqa: E731
     mismatches = [
-        {"prompt": p, "choice": i, "solo": s, "batched": b, "first_difference_at_char": first_difference(s, b)}
-        for p, s, choices in zip(PROMPTS, solo, batched) for i, b in enumerate(choices) if b != s
+        {"prompt": p, "choice": i, "solo": text(s), "batched": text(b),
+         "first_difference_at_char": first_difference(text(s), text(b)), **divergence(s, b)}
+        for p, s, choices in zip(PROMPTS, solo, batched) for i, b in enumerate(choices) if text(b) != text(s)
     ]
+    wide = [m for m in mismatches if not m["near_tie"]]
     seeds_equal = seeded_batched == seeded_alone
     return {
-        "passed": not mismatches and seeds_equal,
+        "passed": not wide and seeds_equal,
         "batched_vs_solo": {
-            "passed": not mismatches, "prompts": len(PROMPTS), "n": 4, "max_tokens": max_tokens,
-            "compared": sum(map(len, batched)), "mismatches": len(mismatches), "examples": mismatches[:3],
-            "solo_mean_chars": round(statistics.mean(map(len, solo)), 1),
-            "distinct_solo_texts": len(set(solo)), "solo_texts": solo,
+            "passed": not wide, "prompts": len(PROMPTS), "n": 4, "max_tokens": max_tokens,
+            "compared": sum(map(len, batched)), "mismatches": len(mismatches), "near_ties": len(mismatches) - len(wide),
+            "near_tie_nats": NEAR_TIE_NATS,
+            "examples": (wide + [m for m in mismatches if m["near_tie"]])[:3],
+            "solo_mean_chars": round(statistics.mean(len(text(c)) for c in solo), 1),
+            "distinct_solo_texts": len({text(c) for c in solo}), "solo_texts": [text(c) for c in solo],
         },
         "seeds": {"passed": seeds_equal, "request": seeded, "in_batch": seeded_batched, "alone": seeded_alone},
     }
@@ -673,6 +710,8 @@ class Check:
                                 self.work / plan.serve_shape, self.log("models.log"), self.remaining())
         if serve_model:
             self.serving(serve_model["dir"])
+        if args.correctness_only:
+            return
         dpo_model = serve_model if plan.dpo_shape == plan.serve_shape else self.step(
             f"model_{plan.dpo_shape}", make_model, args.bin, plan.dpo_shape, self.work / plan.dpo_shape,
             self.log("models.log"), self.remaining())
@@ -686,6 +725,8 @@ class Check:
             if self.step("server_start", server.start, min(300.0, self.remaining())):
                 self.report["decode_slots"] = self.args.decode_slots or "server default"
                 self.step("correctness", check_correctness, server.port, plan.check_tokens)
+                if self.args.correctness_only:
+                    return
                 self.step("throughput_flywheel", serve_throughput, server.port, plan.concurrencies, plan.bench_tokens)
                 self.step("hot_swap", hot_swap, server, model, plan.check_tokens, min(180.0, self.remaining()))
         finally:
@@ -793,13 +834,19 @@ def md_correctness(report):
     batched, seeds = step["result"]["batched_vs_solo"], step["result"]["seeds"]
     lines.append(f"| 8 prompts × n=4 at once vs each alone (temperature 0, {batched['max_tokens']} tokens) | "
                  f"{'pass' if batched['passed'] else 'FAIL'} | {batched['compared'] - batched['mismatches']}/"
-                 f"{batched['compared']} equal; {batched['distinct_solo_texts']} distinct solo texts, "
-                 f"mean {batched['solo_mean_chars']} chars |")
+                 f"{batched['compared']} equal"
+                 + (f", {batched['near_ties']} left at a near-tie (top-2 gap < {batched['near_tie_nats']} nats)"
+                    if batched.get("near_ties") else "")
+                 + f"; {batched['distinct_solo_texts']} distinct solo texts, mean {batched['solo_mean_chars']} chars |")
     lines.append(f"| seed 7, temperature 0.8, n=2: in the batch vs alone | {'pass' if seeds['passed'] else 'FAIL'} | "
                  f"{'identical' if seeds['passed'] else 'different'} |")
     for m in batched["examples"]:
-        lines.append(f"| mismatch: {m['prompt']!r} choice {m['choice']} | at char {m['first_difference_at_char']} | "
-                     f"solo {m['solo'][:60]!r} vs batched {m['batched'][:60]!r} |")
+        gap = m.get("solo_top2_gap")
+        where = (f"token {m['token_index']}: solo {m.get('solo_token')!r}, batched {m.get('batched_token')!r}, "
+                 f"solo top-2 gap {fmt(gap, '.4f', ' nats')}" if m.get("token_index") is not None
+                 else f"at char {m['first_difference_at_char']}")
+        lines.append(f"| mismatch: {m['prompt']!r} choice {m['choice']} | "
+                     f"{'near-tie' if m.get('near_tie') else 'WIDE'} | {where} |")
     return lines + [""]
 
 
@@ -946,6 +993,8 @@ def main():
     parser.add_argument("--budget-s", type=float, help="time budget; later steps are skipped once it is spent")
     parser.add_argument("--decode-slots", type=int, help="passed to flywheel serve (default: the server's own)")
     parser.add_argument("--keep-work", action="store_true", help="keep the models and store in the temporary work dir")
+    parser.add_argument("--correctness-only", action="store_true",
+                        help="only the environment, the serving model and the correctness checks")
     parser.add_argument("--self-test", action="store_true", help="check the file writers and exit")
     args = parser.parse_args()
     if args.self_test:

@@ -4,7 +4,7 @@
 #
 #   bench/gpu_check.sh [--device cuda|cpu] [--out DIR] [--bin PATH] [gpu_check.py options...]
 #
-# The binary: --bin, else $FLYWHEEL_BIN, else on cuda dist/flywheel-cuda-sm90 (or its .zst,
+# The binary: --bin, else $FLYWHEEL_BIN, else on cuda dist/flywheel-cuda-sm90 (or its .xz,
 # decompressed into a temporary directory), on cpu ${CARGO_TARGET_DIR:-target}/release/flywheel.
 # On cuda the CUDA 13 libraries (cudart, cublas, cublasLt, curand, nvrtc) are taken from the
 # Python install's `nvidia` wheels (PyTorch cu13 has them). Results go to --out, else $OUT, else
@@ -30,25 +30,19 @@ case "$device" in
   *) echo "gpu_check: --device must be cuda or cpu, not '$device'" >&2; exit 64 ;;
 esac
 
-# The CUDA binary, decompressed if only the .zst is here.
+# The CUDA binary, decompressed if only the .xz is here (Python's own lzma: a GPU machine may lack
+# the xz and zstd commands; the lent H200 did).
 cuda_binary() {
-  local plain="dist/flywheel-cuda-sm90" packed="dist/flywheel-cuda-sm90.zst"
+  local plain="dist/flywheel-cuda-sm90" packed="dist/flywheel-cuda-sm90.xz"
   local unpacked="${TMPDIR:-/tmp}/gpu_check-flywheel-cuda-sm90"
   if [ -f "$plain" ]; then
     cp "$plain" "$unpacked"
   elif [ -f "$packed" ]; then
-    if command -v zstd >/dev/null; then
-      zstd -q -d -f "$packed" -o "$unpacked"
-    elif python3 -c 'import compression.zstd' 2>/dev/null; then  # Python 3.14+
-      python3 -c 'import shutil, sys; from compression import zstd
-with zstd.open(sys.argv[1]) as src, open(sys.argv[2], "wb") as dst: shutil.copyfileobj(src, dst)' "$packed" "$unpacked"
-    else
-      echo "gpu_check: $packed needs zstd to unpack, and neither the zstd command nor Python's" \
-           "compression.zstd (3.14+) is here; unpack it elsewhere and pass --bin" >&2
-      exit 69
-    fi
+    python3 -c 'import lzma, shutil, sys
+with lzma.open(sys.argv[1]) as src, open(sys.argv[2], "wb") as dst: shutil.copyfileobj(src, dst)' \
+      "$packed" "$unpacked"
   else
-    echo "gpu_check: no CUDA binary: pass --bin or FLYWHEEL_BIN, or build $plain(.zst) with" \
+    echo "gpu_check: no CUDA binary: pass --bin or FLYWHEEL_BIN, or build $plain(.xz) with" \
          "scripts/build-cuda.sh" >&2
     exit 66
   fi

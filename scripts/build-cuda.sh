@@ -12,10 +12,11 @@
 # driver library `libcuda.so`, which only a GPU machine has; the linker gets a stub of it with the
 # same symbols (made from cudarc's bindings), and the real one is found at run time.
 #
-# Output: dist/flywheel-cuda-sm<cap> (stripped) and dist/flywheel-cuda-sm<cap>.zst. At run time the
-# binary needs the driver and the CUDA 13 libraries cudart, cublas, cublasLt, curand and nvrtc (the
-# `nvidia-*` wheels, a PyTorch cu13 install or the nvidia/cuda runtime image all have them).
-# A cold build takes about 35 minutes on 2 cores; see bench/RESULTS.md.
+# Output: dist/flywheel-cuda-sm<cap> (stripped) and dist/flywheel-cuda-sm<cap>.xz, 23 MB, which is
+# what travels to a GPU machine (Python's own lzma unpacks it there). At run time the binary needs
+# the driver and the CUDA 13 libraries cudart, cublas, cublasLt, curand and nvrtc (the `nvidia-*`
+# wheels, a PyTorch cu13 install or the nvidia/cuda runtime image all have them).
+# A cold build takes about 25 minutes on 2 cores (23 measured); see bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,5 +80,5 @@ mkdir -p dist
 out="dist/flywheel-cuda-sm$cap"
 cp "$CARGO_TARGET_DIR/release/flywheel" "$out"
 strip "$out"
-zstd -q -19 -T0 -f "$out" -o "$out.zst"
-ls -l "$out" "$out.zst"
+xz -6 -T0 -f -k "$out"
+ls -l "$out" "$out.xz"
