@@ -26,13 +26,21 @@ fn all_modules() -> Vec<String> {
 
 /// The tiny model with LoRA r = 4 on all seven projections.
 fn tiny_model(dtype: DType, dropout: f64) -> (tempfile::TempDir, Model) {
+    tiny_model_adapting(all_modules(), dtype, dropout)
+}
+
+fn tiny_model_adapting(
+    target_modules: Vec<String>,
+    dtype: DType,
+    dropout: f64,
+) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_llama(dir.path(), 7).unwrap();
     let lora = LoraConfig {
         rank: 4,
         alpha: 8.0,
         dropout,
-        target_modules: all_modules(),
+        target_modules,
         seed: 3,
     };
     let model = Model::load(dir.path(), lora, dtype, &Device::Cpu).unwrap();
@@ -177,20 +185,29 @@ fn base_weights_are_bit_identical_after_three_training_steps() {
 
 #[test]
 fn per_layer_recomputation_gives_the_full_graph_gradients() {
-    // Arrange
-    let (_dir, model) = tiny_model(DType::F64, 0.1);
-    model.set_trainable(&random_adapter(&model, 5)).unwrap();
+    // With every projection adapted, and with the attention ones only (the default), where the
+    // recomputation skips the frozen down projection's forward.
+    let attention = ATTENTION_MODULES.iter().map(|m| m.to_string()).collect();
+    for modules in [all_modules(), attention] {
+        // Arrange
+        let (_dir, model) = tiny_model_adapting(modules.clone(), DType::F64, 0.1);
+        model.set_trainable(&random_adapter(&model, 5)).unwrap();
 
-    // Act
-    let (loss_full, full) = gradients(&model, &Dpo::default(), false);
-    let (loss_ckpt, ckpt) = gradients(&model, &Dpo::default(), true);
+        // Act
+        let (loss_full, full) = gradients(&model, &Dpo::default(), false);
+        let (loss_ckpt, ckpt) = gradients(&model, &Dpo::default(), true);
 
-    // Assert
-    assert_eq!(loss_full, loss_ckpt);
-    for (a, b) in full.grads.iter().zip(&ckpt.grads) {
-        let (a, b) = (values(a.as_ref().unwrap()), values(b.as_ref().unwrap()));
-        for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() <= 1e-12 * x.abs().max(1.0), "{x} vs {y}");
+        // Assert
+        assert_eq!(loss_full, loss_ckpt, "{modules:?}");
+        assert_eq!(full.grads.len(), 2 * model.lora_modules().len());
+        for (a, b) in full.grads.iter().zip(&ckpt.grads) {
+            let (a, b) = (values(a.as_ref().unwrap()), values(b.as_ref().unwrap()));
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x - y).abs() <= 1e-12 * x.abs().max(1.0),
+                    "{modules:?}: {x} vs {y}"
+                );
+            }
         }
     }
 }

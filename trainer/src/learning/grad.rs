@@ -2,7 +2,8 @@
 //!
 //! With recomputation, the layers run without a graph, keeping only each layer's input; the head and
 //! the loss then run with a graph from the top hidden states alone, and the backward recomputes one
-//! layer at a time (input as a fresh `Var`, `backward` of `Σ out·g_out`) and carries `g_in` down
+//! layer at a time (input as a fresh `Var`, `backward` of `Σ out·g_out` as `DecoderLayer::backward_seed`
+//! builds it) and carries `g_in` down
 //! (`research/trainer.md` §1, "Gradient checkpointing": identical gradients, one layer's activations
 //! alive at a time).
 
@@ -69,8 +70,9 @@ pub(crate) fn recompute_backward<R>(
     let mut g_out = grad_of(&value.backward()?, &top)?;
     for (layer, input) in model.llama.layers.iter().zip(inputs).rev() {
         let input = Var::from_tensor(&input)?;
-        let out = layer.forward(input.as_tensor(), &frame, &train)?;
-        let store = (out * &g_out)?.sum_all()?.backward()?;
+        let store = layer
+            .backward_seed(input.as_tensor(), &frame, &train, &g_out)?
+            .backward()?;
         grads.add_from(&vars, &store)?;
         g_out = grad_of(&store, &input)?;
     }

@@ -56,6 +56,11 @@ impl FrozenLinear {
         &self.weight
     }
 
+    /// The bias [out], if any.
+    pub(crate) fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
     pub(crate) fn dims(&self) -> (usize, usize) {
         let (out_dim, in_dim) = self.weight.dims2().expect("linear weights are 2-d");
         (in_dim, out_dim)

@@ -20,6 +20,7 @@ use super::frame::{Frame, Kernels, SequenceTables};
 use super::frozen::FrozenLinear;
 use super::lora::{LoraConfig, LoraLinear, LoraModule, LoraPass};
 use super::ops::{self, CausalAttention, HeadLogprobs, RmsNormOp, SwiGlu};
+use super::seed::gradient_seed;
 use crate::Result;
 
 /// `x / sqrt(mean(x²) + eps) · w`, written out so it keeps its backward.
@@ -145,14 +146,19 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor, pass: &LoraPass, fused: bool) -> candle_core::Result<Tensor> {
-        let gate = self.gate_proj.forward(x, pass)?;
-        let up = self.up_proj.forward(x, pass)?;
-        let gated = if fused {
-            gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)?
+        self.down_proj
+            .forward(&self.gated(x, pass, fused)?, pass, fused)
+    }
+
+    /// `silu(gate(x))·up(x)`, the down projection's input.
+    fn gated(&self, x: &Tensor, pass: &LoraPass, fused: bool) -> candle_core::Result<Tensor> {
+        let gate = self.gate_proj.forward(x, pass, fused)?;
+        let up = self.up_proj.forward(x, pass, fused)?;
+        if fused {
+            gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
         } else {
-            (gate.silu()? * up)?
-        };
-        self.down_proj.forward(&gated, pass)
+            gate.silu()? * up
+        }
     }
 }
 
@@ -174,9 +180,10 @@ impl Attention {
 
     /// `x` [rows, hidden] → [rows, hidden], each packed sequence causal over itself.
     fn forward(&self, x: &Tensor, frame: &Frame, pass: &LoraPass) -> candle_core::Result<Tensor> {
-        let q = self.q_proj.forward(x, pass)?.contiguous()?;
-        let k = self.k_proj.forward(x, pass)?.contiguous()?;
-        let v = self.v_proj.forward(x, pass)?.contiguous()?;
+        let fused = frame.fused();
+        let q = self.q_proj.forward(x, pass, fused)?.contiguous()?;
+        let k = self.k_proj.forward(x, pass, fused)?.contiguous()?;
+        let v = self.v_proj.forward(x, pass, fused)?.contiguous()?;
         let y = match &frame.kernels {
             Kernels::Fused => {
                 let op =
@@ -196,7 +203,7 @@ impl Attention {
                 Tensor::cat(&parts, 0)?
             }
         };
-        self.o_proj.forward(&y, pass)
+        self.o_proj.forward(&y, pass, fused)
     }
 
     /// One sequence's attention from primitive ops: projections [t, n·d] → [t, heads·d].
@@ -249,13 +256,45 @@ impl DecoderLayer {
         frame: &Frame,
         pass: &LoraPass,
     ) -> candle_core::Result<Tensor> {
-        let fused = frame.fused();
-        let residual = x;
-        let x = self.input_layernorm.forward(x, fused)?;
-        let x = (self.self_attn.forward(&x, frame, pass)? + residual)?;
-        let residual = &x;
-        let x = self.post_attention_layernorm.forward(&x, fused)?;
-        self.mlp.forward(&x, pass, fused)? + residual
+        let h = self.attention_block(x, frame, pass)?;
+        let normed = self.post_attention_layernorm.forward(&h, frame.fused())?;
+        self.mlp.forward(&normed, pass, frame.fused())? + h
+    }
+
+    /// `x + attention(norm(x))`, the residual stream between the two halves of the block.
+    fn attention_block(
+        &self,
+        x: &Tensor,
+        frame: &Frame,
+        pass: &LoraPass,
+    ) -> candle_core::Result<Tensor> {
+        let normed = self.input_layernorm.forward(x, frame.fused())?;
+        self.self_attn.forward(&normed, frame, pass)? + x
+    }
+
+    /// A scalar whose backward gives `x` and the adapter the gradients of `Σ forward(x)·g_out`:
+    /// how per-layer recomputation carries `g_out` down through this layer.
+    ///
+    /// The down projection's forward is skipped when it has no adapter in this pass: for a frozen
+    /// `y = a·Wᵀ + b`, `Σ y·g = Σ a·(g·W) + const`, and `g·W` is the product its backward makes
+    /// anyway. That is a quarter of the layer's matmul work that recomputation no longer repeats.
+    pub(crate) fn backward_seed(
+        &self,
+        x: &Tensor,
+        frame: &Frame,
+        pass: &LoraPass,
+        g_out: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let h = self.attention_block(x, frame, pass)?;
+        let normed = self.post_attention_layernorm.forward(&h, frame.fused())?;
+        let residual = gradient_seed(&h, g_out)?;
+        let gated = self.mlp.gated(&normed, pass, frame.fused())?;
+        let down = &self.mlp.down_proj;
+        let branch = match down.frozen_weight(pass) {
+            Some(weight) => gradient_seed(&gated, &matmul(g_out, weight)?)?,
+            None => gradient_seed(&down.forward(&gated, pass, frame.fused())?, g_out)?,
+        };
+        residual + branch
     }
 }
 

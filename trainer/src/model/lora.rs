@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::frozen::FrozenLinear;
+use super::ops::{self, LoraMatmul};
 
 /// The projections LoRA can target, by their Hugging Face module names.
 pub const ATTENTION_MODULES: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
@@ -203,14 +204,51 @@ impl LoraLinear {
         &self.base
     }
 
-    pub(crate) fn forward(&self, x: &Tensor, pass: &LoraPass) -> candle_core::Result<Tensor> {
+    /// The frozen weight [out, in] when this projection has no adapter in `pass` (it is then
+    /// `x·Wᵀ + b`, differentiable in `x` only).
+    pub(crate) fn frozen_weight(&self, pass: &LoraPass) -> Option<&Tensor> {
+        match self.index.and_then(|index| pass.pair(index)) {
+            Some(_) => None,
+            None => Some(self.base.weight()),
+        }
+    }
+
+    /// `x` [.., in] → [.., out]; `fused` takes the CPU's one-op LoRA projection where it applies
+    /// (f32/f64 throughout, no dropout), the primitive ops otherwise.
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        pass: &LoraPass,
+        fused: bool,
+    ) -> candle_core::Result<Tensor> {
+        let Some((index, (a, b))) = self
+            .index
+            .and_then(|index| pass.pair(index).map(|pair| (index, pair)))
+        else {
+            return self.base.forward(x);
+        };
+        let no_dropout = pass.dropout.is_none_or(|(p, _)| p <= 0.0);
+        let weight = self.base.weight();
+        if fused
+            && no_dropout
+            && ops::fusable(x)
+            && a.dtype() == x.dtype()
+            && weight.dtype() == x.dtype()
+        {
+            let y = x.contiguous()?.apply_op3(
+                &a,
+                &b,
+                LoraMatmul {
+                    weight: weight.clone(),
+                    scale: pass.scale,
+                },
+            )?;
+            return match self.base.bias() {
+                Some(bias) => y.broadcast_add(bias),
+                None => Ok(y),
+            };
+        }
         let base = self.base.forward(x)?;
-        let Some(index) = self.index else {
-            return Ok(base);
-        };
-        let Some((a, b)) = pass.pair(index) else {
-            return Ok(base);
-        };
         // Over a half-precision base the branch runs in its weights' f32 (`Model::lora_dtype`).
         let x = x.to_dtype(a.dtype())?;
         let x = match pass.dropout {

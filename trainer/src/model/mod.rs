@@ -7,6 +7,7 @@
 //! - `llama`: the decoder itself, written out so every op keeps its backward.
 //! - `lora`: [`LoraConfig`], the `LoraLinear` wrapper, fixed [`LoraWeights`] (e.g. π_t).
 //! - `frozen`: the frozen-weight matmul op, so base weights hold no gradients.
+//! - `seed`: a scalar that starts a backward from a given gradient (per-layer recomputation).
 //! - `frame`: what every layer of a pass shares (packed sequence extents, RoPE, which kernels run).
 //! - `ops`: fused CPU ops with their own backward (attention, RMSNorm, SwiGLU, head log-probs).
 //! - `pack`: [`Sequence`], and a step's sequences as one batch of rows (attention within each).
@@ -24,6 +25,7 @@ mod lora;
 mod ops;
 mod pack;
 mod policy;
+mod seed;
 
 pub use compute::{Compute, TrainDevice, TrainDtype};
 pub use config::Config;

@@ -2,7 +2,7 @@
 //!
 //! candle's autograd allocates a tensor for every elementwise step and a gradient for every operand
 //! (constants included), and its CPU elementwise kernels use one thread. Each op here does a whole
-//! RMSNorm, SwiGLU, causal attention or head log-prob in one pass spread over rayon's threads, and
+//! RMSNorm, SwiGLU, LoRA projection, causal attention or head log-prob in one pass spread over rayon's threads, and
 //! gives gradients to its inputs only: the frozen weights it closes over get none, as with
 //! `FrozenLinear`. Each has a primitive twin (`model::llama`, `logprobs`) that non-CPU devices use and
 //! that the tests check it against, values and gradients.
@@ -11,11 +11,13 @@
 //! - `norm`: RMSNorm with a frozen weight ([`RmsNormOp`]).
 //! - `swiglu`: `silu(gate) · up` ([`SwiGlu`]).
 //! - `head`: the tied/untied LM head, log-softmax and target gather ([`HeadLogprobs`]).
+//! - `lora`: a frozen projection with its LoRA branch ([`LoraMatmul`]).
 //! - `matmul`: a bounds-checked wrapper over the `gemm` crate that candle itself calls.
 //! - `vector`: `exp` and sums the compiler vectorises for f32.
 
 mod attention;
 mod head;
+mod lora;
 mod matmul;
 mod norm;
 mod swiglu;
@@ -23,6 +25,7 @@ mod vector;
 
 pub(crate) use attention::{CausalAttention, Heads, RopeTable};
 pub(crate) use head::HeadLogprobs;
+pub(crate) use lora::LoraMatmul;
 pub(crate) use norm::RmsNormOp;
 pub(crate) use swiglu::SwiGlu;
 
