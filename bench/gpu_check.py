@@ -706,13 +706,14 @@ class Check:
         args, plan = self.args, self.plan
         env = self.step("environment", environment, args.bin, args.device)
         torch_info = (env or {}).get("torch", "unknown")
-        serve_model = self.step(f"model_{plan.serve_shape}", make_model, args.bin, plan.serve_shape,
-                                self.work / plan.serve_shape, self.log("models.log"), self.remaining())
+        serve_model = None if args.dpo_only else self.step(
+            f"model_{plan.serve_shape}", make_model, args.bin, plan.serve_shape, self.work / plan.serve_shape,
+            self.log("models.log"), self.remaining())
         if serve_model:
             self.serving(serve_model["dir"])
         if args.correctness_only:
             return
-        dpo_model = serve_model if plan.dpo_shape == plan.serve_shape else self.step(
+        dpo_model = serve_model if serve_model and plan.dpo_shape == plan.serve_shape else self.step(
             f"model_{plan.dpo_shape}", make_model, args.bin, plan.dpo_shape, self.work / plan.dpo_shape,
             self.log("models.log"), self.remaining())
         if dpo_model:
@@ -995,6 +996,7 @@ def main():
     parser.add_argument("--keep-work", action="store_true", help="keep the models and store in the temporary work dir")
     parser.add_argument("--correctness-only", action="store_true",
                         help="only the environment, the serving model and the correctness checks")
+    parser.add_argument("--dpo-only", action="store_true", help="only the environment and the DPO step")
     parser.add_argument("--self-test", action="store_true", help="check the file writers and exit")
     args = parser.parse_args()
     if args.self_test:
