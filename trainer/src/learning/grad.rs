@@ -2,10 +2,9 @@
 //!
 //! With recomputation, the layers run without a graph, keeping only each layer's input; the head and
 //! the loss then run with a graph from the top hidden states alone, and the backward recomputes one
-//! layer at a time (input as a fresh `Var`, `backward` of `Σ out·g_out` as `DecoderLayer::backward_seed`
-//! builds it) and carries `g_in` down
-//! (`research/trainer.md` §1, "Gradient checkpointing": identical gradients, one layer's activations
-//! alive at a time).
+//! layer at a time (input as a fresh `Var`, `backward` of `Σ out·g_out` as
+//! `DecoderLayer::backward_seed` builds it) and carries `g_in` down (`research/trainer.md` §1,
+//! "Gradient checkpointing": identical gradients, one layer's activations alive at a time).
 
 use candle_core::{Tensor, Var};
 

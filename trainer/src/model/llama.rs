@@ -256,20 +256,22 @@ impl DecoderLayer {
         frame: &Frame,
         pass: &LoraPass,
     ) -> candle_core::Result<Tensor> {
-        let h = self.attention_block(x, frame, pass)?;
-        let normed = self.post_attention_layernorm.forward(&h, frame.fused())?;
+        let (h, normed) = self.attention_half(x, frame, pass)?;
         self.mlp.forward(&normed, pass, frame.fused())? + h
     }
 
-    /// `x + attention(norm(x))`, the residual stream between the two halves of the block.
-    fn attention_block(
+    /// `h = x + attention(norm(x))`, the residual stream between the two halves of the block, and
+    /// `norm(h)`, the MLP's input.
+    fn attention_half(
         &self,
         x: &Tensor,
         frame: &Frame,
         pass: &LoraPass,
-    ) -> candle_core::Result<Tensor> {
+    ) -> candle_core::Result<(Tensor, Tensor)> {
         let normed = self.input_layernorm.forward(x, frame.fused())?;
-        self.self_attn.forward(&normed, frame, pass)? + x
+        let h = (self.self_attn.forward(&normed, frame, pass)? + x)?;
+        let normed = self.post_attention_layernorm.forward(&h, frame.fused())?;
+        Ok((h, normed))
     }
 
     /// A scalar whose backward gives `x` and the adapter the gradients of `Σ forward(x)·g_out`:
@@ -285,8 +287,7 @@ impl DecoderLayer {
         pass: &LoraPass,
         g_out: &Tensor,
     ) -> candle_core::Result<Tensor> {
-        let h = self.attention_block(x, frame, pass)?;
-        let normed = self.post_attention_layernorm.forward(&h, frame.fused())?;
+        let (h, normed) = self.attention_half(x, frame, pass)?;
         let residual = gradient_seed(&h, g_out)?;
         let gated = self.mlp.gated(&normed, pass, frame.fused())?;
         let down = &self.mlp.down_proj;

@@ -207,10 +207,16 @@ impl LoraLinear {
     /// The frozen weight [out, in] when this projection has no adapter in `pass` (it is then
     /// `x·Wᵀ + b`, differentiable in `x` only).
     pub(crate) fn frozen_weight(&self, pass: &LoraPass) -> Option<&Tensor> {
-        match self.index.and_then(|index| pass.pair(index)) {
+        match self.adapter(pass) {
             Some(_) => None,
             None => Some(self.base.weight()),
         }
+    }
+
+    /// This projection's module index and `(A, B)` in `pass`, when it has an adapter there.
+    fn adapter(&self, pass: &LoraPass) -> Option<(usize, (Tensor, Tensor))> {
+        let index = self.index?;
+        pass.pair(index).map(|pair| (index, pair))
     }
 
     /// `x` [.., in] → [.., out]; `fused` takes the CPU's one-op LoRA projection where it applies
@@ -221,10 +227,7 @@ impl LoraLinear {
         pass: &LoraPass,
         fused: bool,
     ) -> candle_core::Result<Tensor> {
-        let Some((index, (a, b))) = self
-            .index
-            .and_then(|index| pass.pair(index).map(|pair| (index, pair)))
-        else {
+        let Some((index, (a, b))) = self.adapter(pass) else {
             return self.base.forward(x);
         };
         let no_dropout = pass.dropout.is_none_or(|(p, _)| p <= 0.0);

@@ -5,10 +5,8 @@
 //! root's ones and a second product in its backward, all over [rows, hidden]; the seed op skips
 //! them and returns `g_out` as it is.
 
-use std::sync::Mutex;
-
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CudaStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+use candle_core::backend::{BackendDevice, BackendStorage};
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, Layout, Shape, Tensor};
 
 /// A scalar zero whose gradient with respect to `x` is `grad` (same shape as `x`), provided the
 /// scalar's own gradient is one: it must be the root of `backward`, or summed into it.
@@ -22,27 +20,13 @@ pub(crate) fn gradient_seed(x: &Tensor, grad: &Tensor) -> candle_core::Result<Te
             x.shape()
         );
     }
-    let zero = Tensor::zeros((), x.dtype(), x.device())?;
     x.apply_op1(Seed {
-        zero: Mutex::new(Some(zero)),
         grad: grad.detach(),
     })
 }
 
 struct Seed {
-    /// The forward's value, made beforehand on the right device and taken by the one forward call.
-    zero: Mutex<Option<Tensor>>,
     grad: Tensor,
-}
-
-impl Seed {
-    fn take_zero(&self) -> candle_core::Result<Tensor> {
-        self.zero
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("gradient-seed lock poisoned".into()))?
-            .take()
-            .ok_or_else(|| candle_core::Error::Msg("gradient-seed forward ran twice".into()))
-    }
 }
 
 impl CustomOp1 for Seed {
@@ -50,22 +34,14 @@ impl CustomOp1 for Seed {
         "gradient-seed"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let zero = self.take_zero()?;
-        let (storage, layout) = zero.storage_and_layout();
-        match &*storage {
-            Storage::Cpu(s) => Ok((s.try_clone(layout)?, Shape::from(()))),
-            _ => candle_core::bail!("gradient seed: tensor is not on the CPU"),
-        }
+    fn cpu_fwd(&self, s: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let zero = s.device().zeros_impl(&Shape::from(()), s.dtype())?;
+        Ok((zero, Shape::from(())))
     }
 
-    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        let zero = self.take_zero()?;
-        let (storage, layout) = zero.storage_and_layout();
-        match &*storage {
-            Storage::Cuda(s) => Ok((s.try_clone(layout)?, Shape::from(()))),
-            _ => candle_core::bail!("gradient seed: tensor is not on the CUDA device"),
-        }
+    fn cuda_fwd(&self, s: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        let zero = s.device().zeros_impl(&Shape::from(()), s.dtype())?;
+        Ok((zero, Shape::from(())))
     }
 
     fn bwd(&self, _: &Tensor, _: &Tensor, _: &Tensor) -> candle_core::Result<Option<Tensor>> {

@@ -23,12 +23,12 @@ pub(crate) struct LoraMatmul {
 }
 
 /// `s·x·Aᵀ` [rows, r].
-fn down<T: Real>(x: &[T], a: &[T], rows: usize, in_dim: usize, rank: usize, s: T) -> Vec<T> {
-    let mut t = vec![T::zero(); rows * rank];
+fn down<T: Real>(x: &[T], a: &[T], d: Dims, s: T) -> Vec<T> {
+    let mut t = vec![T::zero(); d.rows * d.rank];
     matmul(
         &mut t,
-        Mat::new(x, rows, in_dim),
-        Mat::new(a, rank, in_dim).t(),
+        Mat::new(x, d.rows, d.in_dim),
+        Mat::new(a, d.rank, d.in_dim).t(),
         false,
         true,
     );
@@ -36,21 +36,21 @@ fn down<T: Real>(x: &[T], a: &[T], rows: usize, in_dim: usize, rank: usize, s: T
     t
 }
 
-fn forward<T: Real>(x: &[T], w: &[T], a: &[T], b: &[T], dims: Dims, s: T) -> Vec<T> {
-    let Dims {
-        rows,
-        in_dim,
-        out_dim,
-        rank,
-    } = dims;
-    let mut y = vec![T::zero(); rows * out_dim];
-    let x_mat = Mat::new(x, rows, in_dim);
-    matmul(&mut y, x_mat, Mat::new(w, out_dim, in_dim).t(), false, true);
-    let t = down(x, a, rows, in_dim, rank, s);
+fn forward<T: Real>(x: &[T], w: &[T], a: &[T], b: &[T], d: Dims, s: T) -> Vec<T> {
+    let mut y = vec![T::zero(); d.rows * d.out_dim];
+    let x_mat = Mat::new(x, d.rows, d.in_dim);
     matmul(
         &mut y,
-        Mat::new(&t, rows, rank),
-        Mat::new(b, out_dim, rank).t(),
+        x_mat,
+        Mat::new(w, d.out_dim, d.in_dim).t(),
+        false,
+        true,
+    );
+    let t = down(x, a, d, s);
+    matmul(
+        &mut y,
+        Mat::new(&t, d.rows, d.rank),
+        Mat::new(b, d.out_dim, d.rank).t(),
         true,
         true,
     );
@@ -65,37 +65,49 @@ fn backward<T: Real>(
     a: &[T],
     b: &[T],
     g: &[T],
-    dims: Dims,
+    d: Dims,
     s: T,
     want: [bool; 3],
 ) -> [Option<Vec<T>>; 3] {
-    let Dims {
-        rows,
-        in_dim,
-        out_dim,
-        rank,
-    } = dims;
-    let g_mat = Mat::new(g, rows, out_dim);
-    let mut u = vec![T::zero(); rows * rank];
-    matmul(&mut u, g_mat, Mat::new(b, out_dim, rank), false, true);
+    let g_mat = Mat::new(g, d.rows, d.out_dim);
+    let mut u = vec![T::zero(); d.rows * d.rank];
+    matmul(&mut u, g_mat, Mat::new(b, d.out_dim, d.rank), false, true);
     u.iter_mut().for_each(|v| *v *= s);
-    let u_mat = Mat::new(&u, rows, rank);
+    let u_mat = Mat::new(&u, d.rows, d.rank);
 
     let dx = want[0].then(|| {
-        let mut dx = vec![T::zero(); rows * in_dim];
-        matmul(&mut dx, g_mat, Mat::new(w, out_dim, in_dim), false, true);
-        matmul(&mut dx, u_mat, Mat::new(a, rank, in_dim), true, true);
+        let mut dx = vec![T::zero(); d.rows * d.in_dim];
+        matmul(
+            &mut dx,
+            g_mat,
+            Mat::new(w, d.out_dim, d.in_dim),
+            false,
+            true,
+        );
+        matmul(&mut dx, u_mat, Mat::new(a, d.rank, d.in_dim), true, true);
         dx
     });
     let da = want[1].then(|| {
-        let mut da = vec![T::zero(); rank * in_dim];
-        matmul(&mut da, u_mat.t(), Mat::new(x, rows, in_dim), false, true);
+        let mut da = vec![T::zero(); d.rank * d.in_dim];
+        matmul(
+            &mut da,
+            u_mat.t(),
+            Mat::new(x, d.rows, d.in_dim),
+            false,
+            true,
+        );
         da
     });
     let db = want[2].then(|| {
-        let t = down(x, a, rows, in_dim, rank, s);
-        let mut db = vec![T::zero(); out_dim * rank];
-        matmul(&mut db, g_mat.t(), Mat::new(&t, rows, rank), false, true);
+        let t = down(x, a, d, s);
+        let mut db = vec![T::zero(); d.out_dim * d.rank];
+        matmul(
+            &mut db,
+            g_mat.t(),
+            Mat::new(&t, d.rows, d.rank),
+            false,
+            true,
+        );
         db
     });
     [dx, da, db]
