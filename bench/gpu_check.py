@@ -275,8 +275,12 @@ def chat(port, prompt, **params):
     return data
 
 
+def choices(completion):
+    return sorted(completion["choices"], key=lambda c: c["index"])
+
+
 def texts(completion):
-    return [c["message"]["content"] for c in sorted(completion["choices"], key=lambda c: c["index"])]
+    return [c["message"]["content"] for c in choices(completion)]
 
 
 def stream_chat(port, prompt, max_tokens):
@@ -409,19 +413,18 @@ def check_correctness(port, max_tokens):
     A batched answer that differs passes only at a near-tie (see NEAR_TIE_NATS)."""
     greedy = {"temperature": 0, "max_tokens": max_tokens, "logprobs": True, "top_logprobs": 2}
     seeded = {"temperature": 0.8, "seed": 7, "n": 2, "max_tokens": max_tokens}
-    by_index = lambda completion: sorted(completion["choices"], key=lambda c: c["index"])  # noqa: E731
     with concurrent.futures.ThreadPoolExecutor(len(PROMPTS) + 1) as pool:
         batch = [pool.submit(chat, port, p, n=4, **greedy) for p in PROMPTS]
         seeded_future = pool.submit(chat, port, PROMPTS[0], **seeded)
-        batched = [by_index(f.result()) for f in batch]
+        batched = [choices(f.result()) for f in batch]
         seeded_batched = texts(seeded_future.result())
-    solo = [by_index(chat(port, p, n=1, **greedy))[0] for p in PROMPTS]
+    solo = [choices(chat(port, p, n=1, **greedy))[0] for p in PROMPTS]
     seeded_alone = texts(chat(port, PROMPTS[0], **seeded))
     text = lambda choice: choice["message"]["content"]  # noqa: E731
     mismatches = [
         {"prompt": p, "choice": i, "solo": text(s), "batched": text(b),
          "first_difference_at_char": first_difference(text(s), text(b)), **divergence(s, b)}
-        for p, s, choices in zip(PROMPTS, solo, batched) for i, b in enumerate(choices) if text(b) != text(s)
+        for p, s, answers in zip(PROMPTS, solo, batched) for i, b in enumerate(answers) if text(b) != text(s)
     ]
     wide = [m for m in mismatches if not m["near_tie"]]
     seeds_equal = seeded_batched == seeded_alone
@@ -975,6 +978,20 @@ def self_test():
         pairs = json.loads((tmp / "pairs.json").read_text())["pairs"]
         assert len(pairs) == 3 and all(len(p["prompt"]) == 5 and len(p["chosen"]) == 7 for p in pairs)
         assert all(3 <= t < 50 for p in pairs for k in ("prompt", "chosen", "rejected") for t in p[k])
+
+        # Batched answers that leave the solo one: at the solo's second token by a hair (a near-tie),
+        # by a wide margin, or to a token outside the solo's top two.
+        def choice(*positions):
+            return {"logprobs": {"content": [
+                {"token": tok, "logprob": top[0][1], "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top]}
+                for tok, top in positions]}}
+        solo = choice(("a", [("a", -0.1), ("x", -2.0)]), ("b", [("b", -0.70), ("c", -0.74)]))
+        near = divergence(solo, choice(("a", [("a", -0.1)]), ("c", [("c", -0.7)])))
+        assert near["near_tie"] and near["token_index"] == 1 and abs(near["solo_top2_gap"] - 0.04) < 1e-9, near
+        wide_solo = choice(("a", [("a", -0.1), ("x", -2.0)]))
+        assert not divergence(wide_solo, choice(("x", [("x", -0.1)])))["near_tie"]
+        assert not divergence(solo, choice(("a", [("a", -0.1)]), ("z", [("z", -0.7)])))["near_tie"]
+        assert divergence(solo, solo)["token_index"] is None
 
         report = {"device": "cpu", "steps": {"correctness": {"status": "error", "error": "x"},
                                               "dpo_candle_f32": {"status": "ok", "result": {"step_s_median": 1.0}}}}

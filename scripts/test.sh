@@ -53,6 +53,7 @@ FLYWHEEL_URL="http://127.0.0.1:$port" FLYWHEEL_BIN="$target/release/flywheel" \
   "$cache/venv-test/bin/python" -m pytest -q tests/e2e
 
 echo "== The GPU check's logic on CPU: bench/gpu_check.sh --device cpu (tiny model)"
+python3 bench/gpu_check.py --self-test
 bench/gpu_check.sh --device cpu --bin "$target/release/flywheel" --out "$workdir/gpu_check"
 
 echo "== Schema fuzzing: schemathesis against flywheel serve (tiny model, every operation)"
