@@ -114,15 +114,15 @@ pub struct GrpoArgs {
         default_value = "posted"
     )]
     pub rewards: GrpoRewards,
-    /// The loss aggregation: grpo, bnpo, dapo or dr_grpo.
-    #[arg(long = "grpo-loss", env = "FLYWHEEL_GRPO_LOSS", default_value = "dapo", value_parser = ["grpo", "bnpo", "dapo", "dr_grpo"])]
-    pub loss: String,
+    /// The loss aggregation.
+    #[arg(long = "grpo-loss", env = "FLYWHEEL_GRPO_LOSS", value_enum, default_value_t = LossFlag::Dapo)]
+    pub loss: LossFlag,
     /// How centred rewards are scaled: group (its std), batch (one std) or none (Dr. GRPO).
-    #[arg(long, env = "FLYWHEEL_GRPO_SCALE_REWARDS", default_value = "group", value_parser = ["group", "batch", "none"])]
-    pub scale_rewards: String,
+    #[arg(long, env = "FLYWHEEL_GRPO_SCALE_REWARDS", value_enum, default_value_t = ScaleFlag::Group)]
+    pub scale_rewards: ScaleFlag,
     /// The baseline: the group mean, or leave-one-out (RLOO).
-    #[arg(long = "grpo-baseline", env = "FLYWHEEL_GRPO_BASELINE", default_value = "mean", value_parser = ["mean", "loo"])]
-    pub baseline: String,
+    #[arg(long = "grpo-baseline", env = "FLYWHEEL_GRPO_BASELINE", value_enum, default_value_t = BaselineFlag::Mean)]
+    pub baseline: BaselineFlag,
     /// k3 KL coefficient to the base model (0 turns the term off).
     #[arg(long = "kl-beta", env = "FLYWHEEL_GRPO_BETA", default_value_t = 0.04)]
     pub beta: f64,
@@ -143,8 +143,8 @@ pub struct GrpoArgs {
     #[arg(long, env = "FLYWHEEL_W_STAB", default_value_t = 0.7)]
     pub w_stab: f64,
     /// The per-response stability: mean pairwise Jaccard, or leave-one-out agreement (`loo`).
-    #[arg(long, env = "FLYWHEEL_STABILITY", default_value = "jaccard", value_parser = ["jaccard", "loo"])]
-    pub stability: String,
+    #[arg(long, env = "FLYWHEEL_STABILITY", value_enum, default_value_t = StabilityFlag::Jaccard)]
+    pub stability: StabilityFlag,
     /// What two answers with no units score as agreeing, in [0, 1]: 1 (research §5.2) or 0, so
     /// that only shared items count as agreement.
     #[arg(long, env = "FLYWHEEL_EMPTY_AGREEMENT", default_value_t = 1.0)]
@@ -155,25 +155,57 @@ pub struct GrpoArgs {
     pub max_logprob_gap: f64,
 }
 
+/// `--grpo-loss`: how per-token terms are averaged (research/algorithms.md §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LossFlag {
+    Grpo,
+    Bnpo,
+    Dapo,
+    #[value(name = "dr_grpo")]
+    DrGrpo,
+}
+
+/// `--scale-rewards`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScaleFlag {
+    Group,
+    Batch,
+    None,
+}
+
+/// `--grpo-baseline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BaselineFlag {
+    Mean,
+    Loo,
+}
+
+/// `--stability`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StabilityFlag {
+    Jaccard,
+    Loo,
+}
+
 impl GrpoArgs {
     /// The settings; `max_completion_length` is `dr_grpo`'s normaliser (the generation cap).
     pub fn settings(&self, max_completion_length: usize) -> GrpoSettings {
-        let aggregation = match self.loss.as_str() {
-            "grpo" => Aggregation::Grpo,
-            "bnpo" => Aggregation::Bnpo,
-            "dr_grpo" => Aggregation::DrGrpo {
+        let aggregation = match self.loss {
+            LossFlag::Grpo => Aggregation::Grpo,
+            LossFlag::Bnpo => Aggregation::Bnpo,
+            LossFlag::Dapo => Aggregation::Dapo,
+            LossFlag::DrGrpo => Aggregation::DrGrpo {
                 max_completion_length,
             },
-            _ => Aggregation::Dapo,
         };
-        let scale_rewards = match self.scale_rewards.as_str() {
-            "batch" => ScaleRewards::Batch,
-            "none" => ScaleRewards::None,
-            _ => ScaleRewards::Group,
+        let scale_rewards = match self.scale_rewards {
+            ScaleFlag::Group => ScaleRewards::Group,
+            ScaleFlag::Batch => ScaleRewards::Batch,
+            ScaleFlag::None => ScaleRewards::None,
         };
-        let baseline = match self.baseline.as_str() {
-            "loo" => Baseline::LeaveOneOut,
-            _ => Baseline::Mean,
+        let baseline = match self.baseline {
+            BaselineFlag::Mean => Baseline::Mean,
+            BaselineFlag::Loo => Baseline::LeaveOneOut,
         };
         let defaults = GrpoSettings::default();
         GrpoSettings {
@@ -193,9 +225,9 @@ impl GrpoArgs {
             consistency: ConsistencyConfig {
                 w_help: self.w_help,
                 w_stab: self.w_stab,
-                stability: match self.stability.as_str() {
-                    "loo" => StabilityMeasure::LeaveOneOutAgreement,
-                    _ => StabilityMeasure::Jaccard,
+                stability: match self.stability {
+                    StabilityFlag::Jaccard => StabilityMeasure::Jaccard,
+                    StabilityFlag::Loo => StabilityMeasure::LeaveOneOutAgreement,
                 },
                 empty_agreement: self.empty_agreement,
                 ..defaults.consistency
@@ -366,6 +398,41 @@ mod tests {
         assert!(parse(&["--stability", "cosine"]).is_err());
         let out_of_range = parse(&["--empty-agreement", "2"]).unwrap();
         assert!(out_of_range.validate().is_err());
+    }
+
+    #[test]
+    fn every_grpo_flag_value_reaches_its_own_setting() {
+        use clap::Parser;
+        use flywheel_trainer::{Aggregation, Baseline, ScaleRewards};
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            grpo: super::GrpoArgs,
+        }
+        let loss = |s: &str| {
+            Flags::try_parse_from(["flywheel", "--grpo-loss", s]).map(|f| f.grpo.settings(64).loss)
+        };
+        assert_eq!(loss("grpo").unwrap().aggregation, Aggregation::Grpo);
+        assert_eq!(loss("bnpo").unwrap().aggregation, Aggregation::Bnpo);
+        assert_eq!(loss("dapo").unwrap().aggregation, Aggregation::Dapo);
+        assert_eq!(
+            loss("dr_grpo").unwrap().aggregation,
+            Aggregation::DrGrpo {
+                max_completion_length: 64
+            }
+        );
+        assert!(loss("ppo").is_err());
+        let parse = |args: &[&str]| {
+            Flags::try_parse_from(std::iter::once("flywheel").chain(args.iter().copied()))
+                .map(|f| f.grpo.settings(64).loss.advantages)
+        };
+        let rloo = parse(&["--scale-rewards", "none", "--grpo-baseline", "loo"]).unwrap();
+        assert_eq!(rloo.scale_rewards, ScaleRewards::None);
+        assert_eq!(rloo.baseline, Baseline::LeaveOneOut);
+        let batch = parse(&["--scale-rewards", "batch"]).unwrap();
+        assert_eq!(batch.scale_rewards, ScaleRewards::Batch);
+        assert_eq!(batch.baseline, Baseline::Mean);
+        assert!(parse(&["--scale-rewards", "token"]).is_err());
     }
 
     #[test]
