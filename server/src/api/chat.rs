@@ -52,6 +52,10 @@ pub struct ChatCompletionRequest {
     pub frequency_penalty: Option<f64>,
     /// Not supported; a non-empty map is rejected rather than silently ignored.
     pub logit_bias: Option<HashMap<String, f64>>,
+    /// Whether to log the samples as a prompt group (default `true`, unlike OpenAI's default):
+    /// `false` serves the request without storing it, so it gets no `group_id` or `response_id`.
+    /// Automatic judges send `false`, so that their own questions never become training data.
+    pub store: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -120,8 +124,10 @@ pub struct ChatCompletion {
     pub model: String,
     pub choices: Vec<ChatChoice>,
     pub usage: Usage,
-    /// The prompt group these samples were stored in.
-    pub group_id: Uuid,
+    /// The prompt group these samples were stored in; absent with `store: false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub group_id: Option<Uuid>,
     /// The policy version that produced them (0 = base model).
     pub adapter: i64,
 }
@@ -132,8 +138,10 @@ pub struct ChatChoice {
     pub message: AssistantMessage,
     pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: String,
-    /// The stored response, for judgments and lookups.
-    pub response_id: Uuid,
+    /// The stored response, for judgments and lookups; absent with `store: false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub response_id: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -172,7 +180,10 @@ pub struct ChatCompletionChunk {
     pub choices: Vec<ChunkChoice>,
     /// Only on the last chunk, with `stream_options.include_usage`.
     pub usage: Option<Usage>,
-    pub group_id: Uuid,
+    /// The prompt group these samples were stored in; absent with `store: false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub group_id: Option<Uuid>,
     pub adapter: i64,
 }
 
@@ -182,7 +193,10 @@ pub struct ChunkChoice {
     pub delta: Delta,
     pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: Option<String>,
-    pub response_id: Uuid,
+    /// The stored response, for judgments and lookups; absent with `store: false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub response_id: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -251,7 +265,7 @@ pub async fn create_chat_completion(
             .await
             .map_err(|e| ApiError::admission(e, "messages", max_tokens_param))?,
     );
-    let meta = stream::meta(&admitted, "chatcmpl");
+    let meta = stream::meta(&admitted, "chatcmpl", body.store.unwrap_or(true));
     tracing::Span::current().record("group_id", tracing::field::display(meta.group_id));
     let Prompt::Chat(messages) = prompt else {
         unreachable!("built as a chat above")
@@ -351,7 +365,7 @@ impl ChatRender {
             model: meta.model.clone(),
             choices,
             usage,
-            group_id: meta.group_id,
+            group_id: meta.stored_group(),
             adapter: meta.adapter,
         })
         .expect("chunk serializes")
@@ -375,7 +389,7 @@ impl Render for ChatRender {
             },
             logprobs: (!logprobs.is_empty()).then(|| chat_logprobs(logprobs)),
             finish_reason: None,
-            response_id: meta.response_ids[index as usize],
+            response_id: meta.response_id(index),
         };
         Self::chunk_of(meta, vec![choice], None)
     }
@@ -389,7 +403,7 @@ impl Render for ChatRender {
             },
             logprobs: None,
             finish_reason: Some(reason.as_str().to_string()),
-            response_id: meta.response_ids[index as usize],
+            response_id: meta.response_id(index),
         };
         Self::chunk_of(meta, vec![choice], None)
     }
@@ -408,7 +422,7 @@ impl Render for ChatRender {
                 .into_iter()
                 .map(|c| ChatChoice {
                     index: c.index,
-                    response_id: meta.response_ids[c.index as usize],
+                    response_id: meta.response_id(c.index),
                     message: AssistantMessage {
                         role: "assistant",
                         content: c.text,
@@ -418,7 +432,7 @@ impl Render for ChatRender {
                 })
                 .collect(),
             usage,
-            group_id: meta.group_id,
+            group_id: meta.stored_group(),
             adapter: meta.adapter,
         })
         .expect("completion serializes")

@@ -55,6 +55,10 @@ pub struct CompletionRequest {
     /// Not supported beyond 1; ask for `n` samples and judge the group instead.
     #[schema(minimum = 0, maximum = 1)]
     pub best_of: Option<u32>,
+    /// Whether to log the samples as a prompt group (default `true`; a Flywheel extension on this endpoint):
+    /// `false` serves the request without storing it, so it gets no `group_id` or `response_id`.
+    /// Automatic judges send `false`, so that their own questions never become training data.
+    pub store: Option<bool>,
 }
 
 /// The OpenAPI shape of `CompletionRequest.prompt`: a string, or a list of exactly one string.
@@ -89,7 +93,10 @@ pub struct Completion {
     /// Absent on streamed chunks unless it is the final usage chunk.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
-    pub group_id: Uuid,
+    /// The prompt group these samples were stored in; absent with `store: false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub group_id: Option<Uuid>,
     pub adapter: i64,
 }
 
@@ -99,7 +106,10 @@ pub struct CompletionChoice {
     pub text: String,
     pub logprobs: Option<CompletionLogprobs>,
     pub finish_reason: Option<String>,
-    pub response_id: Uuid,
+    /// The stored response, for judgments and lookups; absent with `store: false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub response_id: Option<Uuid>,
 }
 
 #[derive(Debug, Default, Serialize, ToSchema)]
@@ -172,7 +182,7 @@ pub async fn create_completion(
             .await
             .map_err(|e| ApiError::admission(e, "prompt", "max_tokens"))?,
     );
-    let meta = stream::meta(&admitted, "cmpl");
+    let meta = stream::meta(&admitted, "cmpl", body.store.unwrap_or(true));
     tracing::Span::current().record("group_id", tracing::field::display(meta.group_id));
     let stream = body.stream.unwrap_or(false);
     let recording = Recording {
@@ -231,7 +241,7 @@ impl CompletionRender {
             model: meta.model.clone(),
             choices,
             usage,
-            group_id: meta.group_id,
+            group_id: meta.stored_group(),
             adapter: meta.adapter,
         })
         .expect("completion serializes")
@@ -254,7 +264,7 @@ impl Render for CompletionRender {
             text,
             logprobs: meta.logprobs.then(|| completion_logprobs(logprobs, &mut 0)),
             finish_reason: None,
-            response_id: meta.response_ids[index as usize],
+            response_id: meta.response_id(index),
         };
         Self::of(meta, vec![choice], None)
     }
@@ -265,7 +275,7 @@ impl Render for CompletionRender {
             text: String::new(),
             logprobs: None,
             finish_reason: Some(reason.as_str().to_string()),
-            response_id: meta.response_ids[index as usize],
+            response_id: meta.response_id(index),
         };
         Self::of(meta, vec![choice], None)
     }
@@ -279,7 +289,7 @@ impl Render for CompletionRender {
             .into_iter()
             .map(|c| CompletionChoice {
                 index: c.index,
-                response_id: meta.response_ids[c.index as usize],
+                response_id: meta.response_id(c.index),
                 logprobs: meta
                     .logprobs
                     .then(|| completion_logprobs(c.logprobs, &mut 0)),

@@ -29,6 +29,19 @@ pub(crate) struct Meta {
     pub adapter: i64,
     /// Whether the client asked for log-probs.
     pub logprobs: bool,
+    /// Whether the samples are stored (the request's `store`).
+    pub stored: bool,
+}
+
+impl Meta {
+    /// The group id clients see: none when nothing is stored under it.
+    pub fn stored_group(&self) -> Option<Uuid> {
+        self.stored.then_some(self.group_id)
+    }
+
+    pub fn response_id(&self, index: u32) -> Option<Uuid> {
+        self.stored.then(|| self.response_ids[index as usize])
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
@@ -79,7 +92,7 @@ pub(crate) struct Recording {
     pub user: Option<String>,
 }
 
-pub(crate) fn meta(admitted: &Admitted, id_prefix: &str) -> Meta {
+pub(crate) fn meta(admitted: &Admitted, id_prefix: &str, stored: bool) -> Meta {
     let group_id = Uuid::now_v7();
     Meta {
         id: format!("{id_prefix}-{}", group_id.simple()),
@@ -89,6 +102,7 @@ pub(crate) fn meta(admitted: &Admitted, id_prefix: &str) -> Meta {
         response_ids: (0..admitted.sampling.n).map(|_| Uuid::now_v7()).collect(),
         adapter: admitted.generation.version,
         logprobs: admitted.sampling.logprobs,
+        stored,
     }
 }
 
@@ -241,7 +255,8 @@ pub(crate) fn new_response(
     }
 }
 
-/// Stores the call as one group (kind `samples`) and returns its usage.
+/// Stores the call as one group (kind `samples`) unless the client said `store: false`, and
+/// returns its usage.
 async fn record(
     state: &AppState,
     admitted: &Admitted,
@@ -252,28 +267,30 @@ async fn record(
 ) -> Result<Usage, ApiError> {
     let prompt_tokens = admitted.prompt_ids.len() as u64;
     let completion_tokens: u64 = samples.iter().map(|s| s.token_ids.len() as u64).sum();
-    let mut params = recording.params;
-    params["max_tokens_effective"] = admitted.max_tokens.into();
-    let group = NewGroup {
-        id: meta.group_id,
-        kind: GroupKind::Samples,
-        endpoint: recording.endpoint,
-        model: meta.model.clone(),
-        adapter_version: meta.adapter,
-        prompt: recording.prompt,
-        params,
-        seed: Some(admitted.seed),
-        user: recording.user,
-        prompt_tokens: prompt_tokens as i64,
-        prompt_token_ids: Some(admitted.prompt_ids.clone()),
-        latency_ms: started.elapsed().as_millis() as i64,
-        created_at: Utc::now(),
-        responses: samples
-            .iter()
-            .map(|s| new_response(meta.response_ids[s.index as usize], s.index as i32, s, None))
-            .collect(),
-    };
-    state.store.insert_group(&group).await?;
+    if meta.stored {
+        let mut params = recording.params;
+        params["max_tokens_effective"] = admitted.max_tokens.into();
+        let group = NewGroup {
+            id: meta.group_id,
+            kind: GroupKind::Samples,
+            endpoint: recording.endpoint,
+            model: meta.model.clone(),
+            adapter_version: meta.adapter,
+            prompt: recording.prompt,
+            params,
+            seed: Some(admitted.seed),
+            user: recording.user,
+            prompt_tokens: prompt_tokens as i64,
+            prompt_token_ids: Some(admitted.prompt_ids.clone()),
+            latency_ms: started.elapsed().as_millis() as i64,
+            created_at: Utc::now(),
+            responses: samples
+                .iter()
+                .map(|s| new_response(meta.response_ids[s.index as usize], s.index as i32, s, None))
+                .collect(),
+        };
+        state.store.insert_group(&group).await?;
+    }
     state
         .metrics
         .record_tokens(meta.adapter, prompt_tokens, completion_tokens);

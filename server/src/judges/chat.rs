@@ -67,7 +67,8 @@ impl ChatClient {
         &self.model
     }
 
-    /// The model's answer to `messages`, at temperature 0.
+    /// The model's answer to `messages`, at temperature 0. Asked with `store: false`, so that a
+    /// Flywheel server does not log the judge's own questions as prompt groups.
     ///
     /// # Errors
     /// [`Reason::Timeout`], [`Reason::HttpError`] for a failed request or a non-2xx status, and
@@ -79,6 +80,7 @@ impl ChatClient {
             "messages": messages,
             "temperature": 0.0,
             "max_tokens": self.max_tokens,
+            "store": false,
         });
         let mut request = self.http.post(&url).json(&body);
         if let Some(key) = &self.api_key {

@@ -291,3 +291,73 @@ async fn the_model_can_be_named_with_its_version() {
     request["model"] = json!(format!("{MODEL}@0"));
     app.chat(request).await;
 }
+
+/// Every group the store holds, as `GET /v1/groups` lists them.
+async fn stored_groups(app: &crate::helpers::TestApp) -> usize {
+    app.get_json("/v1/groups?limit=100").await["data"]
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn store_false_serves_the_same_answer_without_logging_it() {
+    // Arrange: one logged call, so the store is not empty and the answers can be compared.
+    let app = spawn_app().await;
+    let logged = app.chat(greedy("Keep this to yourself", 12)).await;
+    assert_eq!(stored_groups(&app).await, 1);
+    let mut request = greedy("Keep this to yourself", 12);
+    request["store"] = json!(false);
+
+    // Act
+    let unlogged = app.chat(request).await;
+
+    // Assert: the same greedy answer and usage, no ids, and nothing new in the store.
+    assert_eq!(
+        unlogged["choices"][0]["message"],
+        logged["choices"][0]["message"]
+    );
+    assert_eq!(unlogged["usage"], logged["usage"]);
+    assert!(unlogged.get("group_id").is_none(), "{unlogged}");
+    assert!(unlogged["choices"][0].get("response_id").is_none());
+    assert_eq!(stored_groups(&app).await, 1);
+}
+
+#[tokio::test]
+async fn store_false_streams_without_ids_and_without_logging() {
+    let app = spawn_app().await;
+    let mut request = greedy("Stream but forget", 8);
+    request["stream"] = json!(true);
+    request["store"] = json!(false);
+    request["stream_options"] = json!({"include_usage": true});
+
+    let (chunks, done) = app.stream("/v1/chat/completions", &request).await;
+
+    assert!(done);
+    assert!(chunks.len() >= 2);
+    for chunk in &chunks {
+        assert!(chunk.get("group_id").is_none(), "{chunk}");
+        for choice in chunk["choices"].as_array().unwrap() {
+            assert!(choice.get("response_id").is_none(), "{chunk}");
+        }
+    }
+    assert!(
+        chunks.last().unwrap()["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert_eq!(stored_groups(&app).await, 0);
+}
+
+#[tokio::test]
+async fn store_must_be_a_boolean() {
+    let app = spawn_app().await;
+    let mut request = greedy("Hi", 4);
+    request["store"] = json!("no");
+
+    let response = app.post("/v1/chat/completions", &request).await;
+
+    crate::helpers::assert_error(response, 400, None).await;
+    assert_eq!(stored_groups(&app).await, 0);
+}

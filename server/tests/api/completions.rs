@@ -56,3 +56,23 @@ async fn completions_default_to_sixteen_tokens_like_openai() {
         .unwrap();
     assert!(body["usage"]["completion_tokens"].as_u64().unwrap() <= 16);
 }
+
+#[tokio::test]
+async fn a_text_completion_with_store_false_is_not_logged() {
+    let app = spawn_app().await;
+
+    let response = app
+        .post(
+            "/v1/completions",
+            &json!({"model": MODEL, "prompt": "Off the record", "max_tokens": 4, "store": false}),
+        )
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["choices"][0]["text"].is_string());
+    assert!(body.get("group_id").is_none(), "{body}");
+    assert!(body["choices"][0].get("response_id").is_none(), "{body}");
+    let groups = app.get_json("/v1/groups?limit=10").await;
+    assert_eq!(groups["data"], json!([]));
+}

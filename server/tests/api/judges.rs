@@ -325,6 +325,12 @@ async fn an_llm_judge_pointed_at_the_server_itself_finishes_without_posting_garb
     );
     let judgments = judgments_by(&app, "self-judge").await;
     assert_eq!(judgments.len() as u64, counts.posted);
+    let groups = app.get_json("/v1/groups?limit=100").await;
+    assert_eq!(
+        groups["data"].as_array().unwrap().len(),
+        2,
+        "the judge's own questions are not logged as groups"
+    );
     for judgment in &judgments {
         assert_eq!(judgment["source"], "model");
         assert!(judgment["rationale"]
@@ -361,6 +367,10 @@ async fn a_self_reference_judge_compares_each_response_with_its_own_answer() {
     }
     assert_the_text_sorting_first_won(&app, &judgments).await;
     let requests = endpoint.requests();
+    assert!(
+        requests.iter().all(|r| r["store"] == false),
+        "judges ask unlogged"
+    );
     let user = |r: &Value| r["messages"].as_array().unwrap().last().unwrap()["content"].clone();
     let (comparisons, answers): (Vec<_>, Vec<_>) = requests
         .iter()
