@@ -140,6 +140,10 @@ const COMPLETE_ASSIGNMENT: &str = "UPDATE annotation_assignments SET judgment_id
            OR (j.response_a = annotation_assignments.response_b \
                AND j.response_b = annotation_assignments.response_a)))";
 
+/// Ends assignment `$1`'s reservation at `$2` (now) if it is unanswered and still live.
+const RELEASE_ASSIGNMENT: &str = "UPDATE annotation_assignments SET expires_at = $2 \
+     WHERE id = $1 AND judgment_id IS NULL AND expires_at > $2";
+
 impl Store {
     /// Assigns `annotator` the next pair to judge, or `None` when nothing is left for them.
     ///
@@ -227,6 +231,30 @@ impl Store {
             sqlx::query_as(SELECT_ASSIGNMENT).bind(id).fetch_optional(pool).await?
         });
         Ok(row.ok_or(Error::NotFound("assignment"))?.into())
+    }
+
+    /// Hands assignment `id` back unanswered: its pair is free for other annotators at once
+    /// instead of when it expires. Its annotator is still never given the pair again. Releasing
+    /// a released or expired assignment changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]`("assignment")` if there is no such assignment; [`Error::Conflict`] if
+    /// a judgment answered it already.
+    pub async fn release_assignment(&self, id: Uuid) -> Result<Assignment> {
+        with_pool!(self, pool => {
+            sqlx::query(RELEASE_ASSIGNMENT)
+                .bind(id)
+                .bind(Timestamp(Utc::now()))
+                .execute(pool)
+                .await?;
+        });
+        let assignment = self.get_assignment(id).await?;
+        match assignment.judgment_id {
+            Some(answered) => Err(Error::Conflict(format!(
+                "assignment {id} was answered by judgment {answered}; there is nothing to release"
+            ))),
+            None => Ok(assignment),
+        }
     }
 
     /// Records that judgment `judgment_id` answered assignment `id`. An expired assignment may

@@ -4,7 +4,9 @@
 //! versions or the model. The store picks the pair: a live candidate's duels first (the arena's
 //! gate waits on them), then groups of the active policy, then the least judged pairs; with probability `overlap_share` a pair one other annotator judged, so that
 //! agreement can be measured; never a pair this annotator had before. To answer, post a judgment
-//! with `response_a` = left, `response_b` = right and the `assignment_id`.
+//! with `response_a` = left, `response_b` = right and the `assignment_id`; to pass on a pair
+//! (an abstaining judge, a skipping annotator), release the assignment so that it need not expire
+//! before someone else gets it.
 
 use std::time::Duration;
 
@@ -13,13 +15,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::{DateTime, Utc};
-use flywheel_store::StoredPrompt;
+use flywheel_store::{Assignment, StoredPrompt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::error::{ApiError, AppJson, AppQuery, ErrorBody};
+use super::error::{ApiError, AppJson, AppPath, AppQuery, ErrorBody};
+use super::groups::parse_id;
 use super::AppState;
 
 /// How the queue hands out pairs (`serve --annotation-overlap`, `--assignment-ttl-secs`).
@@ -130,4 +133,26 @@ pub async fn next_pair(
         expires_at: assignment.expires_at,
     };
     Ok(AppJson(item).into_response())
+}
+
+/// Hands an unanswered assignment back: its pair is free for other annotators now rather than at
+/// `expires_at`, and is never given to the same annotator again. Releasing twice is harmless.
+#[utoipa::path(post, path = "/v1/annotation/assignments/{id}/release", tag = "judgments",
+    params(("id" = Uuid, Path, description = "the `assignment_id` of `GET /v1/annotation/next`")),
+    security(("bearer" = ["annotate"])),
+    responses(
+        (status = 200, description = "The released assignment (`expires_at` is now past)", body = Assignment),
+        (status = 400, description = "`id` is not a UUID", body = ErrorBody),
+        (status = 401, description = "Missing, unknown or revoked API key", body = ErrorBody),
+        (status = 403, description = "The key lacks the `annotate` scope", body = ErrorBody),
+        (status = 404, description = "No such assignment", body = ErrorBody),
+        (status = 409, description = "A judgment answered it already", body = ErrorBody),
+    ))]
+pub async fn release_assignment(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<String>,
+) -> Result<AppJson<Assignment>, ApiError> {
+    Ok(AppJson(
+        state.store.release_assignment(parse_id("id", &id)?).await?,
+    ))
 }

@@ -100,6 +100,7 @@ impl Default for ApiConfig {
         judgments::list_judgments,
         preferences::get_preferences,
         annotation::next_pair,
+        annotation::release_assignment,
         annotators::list_annotators,
         annotators::get_annotator,
         adapters::register_adapter,
@@ -187,6 +188,10 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
             post(judgments::create_judgments).get(judgments::list_judgments),
         )
         .route("/v1/annotation/next", get(annotation::next_pair))
+        .route(
+            "/v1/annotation/assignments/{id}/release",
+            post(annotation::release_assignment),
+        )
         .route("/v1/variant-groups/{id}", get(variants::get_variant_group))
         .route(
             "/v1/rewards",

@@ -1,5 +1,6 @@
-//! The judge's side of the public API: take the next pair (`GET /v1/annotation/next`) and answer it
-//! (`POST /v1/judgments` with the `assignment_id`). Nothing else of the server is used.
+//! The judge's side of the public API: take the next pair (`GET /v1/annotation/next`), answer it
+//! (`POST /v1/judgments` with the `assignment_id`) or hand it back
+//! (`POST /v1/annotation/assignments/{id}/release`). Nothing else of the server is used.
 
 use std::time::Duration;
 
@@ -131,6 +132,32 @@ impl QueueClient {
             last = message;
         }
         Err(QueueError::Transient(last))
+    }
+
+    /// Hands `pair` back unanswered, so that another annotator may take it now rather than when
+    /// its assignment expires.
+    ///
+    /// # Errors
+    /// [`QueueError::Transient`] for the network or a 5xx, [`QueueError::Rejected`] for a 4xx.
+    pub async fn release(&self, pair: &Pair) -> Result<(), QueueError> {
+        let url = format!(
+            "{}/v1/annotation/assignments/{}/release",
+            self.server_url, pair.assignment_id
+        );
+        let response = self
+            .authorized(self.http.post(&url))
+            .send()
+            .await
+            .map_err(|e| QueueError::Transient(format!("POST {url}: {e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let message = format!("POST {url}: {status}: {}", error_text(response).await);
+        Err(match status.is_client_error() {
+            true => QueueError::Rejected(message),
+            false => QueueError::Transient(message),
+        })
     }
 
     fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {

@@ -3,7 +3,8 @@
 //!
 //! The unit of work, [`judge_next`], is apart from the loop, as the trainer worker's
 //! `try_train_once` is. The queue does the scheduling: it never hands this judge a pair twice, so
-//! a pair abstained on is not retried, and concurrent loops never share a pair.
+//! a pair abstained on is not retried (it is released for other annotators at once), and
+//! concurrent loops never share a pair.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -92,6 +93,10 @@ pub async fn judge_next(queue: &QueueClient, judge: &Judge, stats: &Stats) -> an
                 ),
             }
             stats.abstained(reason);
+            // Another annotator may judge it now; the queue never gives it to this judge again.
+            if let Err(e) = queue.release(&pair).await {
+                tracing::warn!(group_id = %pair.group_id, error = %e, "cannot release the pair");
+            }
             return Ok(Step::Abstained(reason));
         }
     };

@@ -199,3 +199,39 @@ async fn groups_of_the_active_policy_come_first() {
     assert_eq!(first["group_id"], served.as_str());
     assert_eq!(second["group_id"], other.id.to_string());
 }
+
+#[tokio::test]
+async fn a_released_pair_goes_to_the_next_annotator_at_once() {
+    let app = spawn_app_with(with_overlap(0.0)).await;
+    sampled_group(&app, 2).await;
+    let item = next_item(&app, "alice").await;
+    assert_eq!(next(&app, "bob").await.status(), 204, "held by alice");
+    let release = |id: &str| format!("/v1/annotation/assignments/{id}/release");
+    let id = item["assignment_id"].as_str().unwrap();
+
+    let released = app.post(&release(id), &json!({})).await;
+    let bobs = next_item(&app, "bob").await;
+
+    assert_eq!(released.status(), 200);
+    let released: Value = released.json().await.unwrap();
+    assert_eq!(released["id"], id);
+    assert!(released["judgment_id"].is_null());
+    assert_eq!(bobs["group_id"], item["group_id"]);
+    assert_eq!(
+        next(&app, "alice").await.status(),
+        204,
+        "never the same pair twice"
+    );
+    let answered = app.post("/v1/judgments", &answer(&bobs, "bob")).await;
+    assert_eq!(answered.status(), 201);
+    let bobs_id = bobs["assignment_id"].as_str().unwrap();
+    assert_error(app.post(&release(bobs_id), &json!({})).await, 409, None).await;
+    let unknown = Uuid::now_v7().to_string();
+    assert_error(app.post(&release(&unknown), &json!({})).await, 404, None).await;
+    assert_error(
+        app.post(&release("nope"), &json!({})).await,
+        400,
+        Some("id"),
+    )
+    .await;
+}

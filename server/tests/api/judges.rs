@@ -257,7 +257,15 @@ async fn an_llm_judge_whose_orders_agree_posts_its_verdicts_on_postgres() {
 
 #[tokio::test]
 async fn an_llm_judge_whose_two_orders_disagree_posts_nothing() {
-    let app = spawn_app().await;
+    // No overlap picks: a pair held by the judge would never go to a second annotator.
+    let app = spawn_app_with(AppOptions {
+        annotation: flywheel_server::api::annotation::AnnotationConfig {
+            overlap_share: 0.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
     make_groups(&app, 2, 2).await;
     let endpoint = fake_endpoint(always_prefers_a).await;
     let judge = Judge::Llm(LlmJudge::new(endpoint.chat().await, None));
@@ -269,6 +277,12 @@ async fn an_llm_judge_whose_two_orders_disagree_posts_nothing() {
     assert_eq!(counts.abstentions.disagreement, 2, "{counts}");
     assert_eq!(endpoint.requests().len(), 4, "both orders were asked");
     assert!(judgments_by(&app, "biased-judge").await.is_empty());
+    let human = app.get("/v1/annotation/next?annotator=alice").await;
+    assert_eq!(
+        human.status(),
+        200,
+        "an abstained pair is released for others at once, not held until it expires"
+    );
 }
 
 #[tokio::test]

@@ -193,6 +193,64 @@ async fn an_expired_assignment_frees_the_pair_for_others_but_not_for_its_annotat
 }
 
 #[tokio::test]
+async fn a_released_assignment_frees_its_pair_at_once_but_not_for_its_annotator() {
+    on_each_backend(|store| async move {
+        // Arrange: alice holds the only pair for an hour.
+        stored_group(&store, 0, 2).await;
+        let held = next(&store, "alice").await.unwrap();
+        assert_eq!(next(&store, "bob").await, None, "held by alice");
+
+        // Act
+        let released = store.release_assignment(held.id).await.unwrap();
+        let again = store.release_assignment(held.id).await.unwrap();
+
+        // Assert
+        assert!(released.expires_at <= chrono::Utc::now());
+        assert!(released.expires_at < held.expires_at);
+        assert_eq!(
+            again.expires_at, released.expires_at,
+            "a second release is a no-op"
+        );
+        assert_eq!(next(&store, "alice").await, None);
+        assert_eq!(
+            next(&store, "bob").await.map(|a| pair(&a)),
+            Some(pair(&held))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_answered_or_unknown_assignment_cannot_be_released() {
+    on_each_backend(|store| async move {
+        let g = stored_group(&store, 0, 2).await;
+        let a = next(&store, "alice").await.unwrap();
+        let mut j = judgment(&g, 0, 1);
+        j.annotator = "alice".into();
+        let stored = store.insert_judgments(&[j]).await.unwrap();
+        store
+            .complete_assignment(a.id, stored[0].0.id)
+            .await
+            .unwrap();
+
+        let answered = store.release_assignment(a.id).await;
+        let unknown = store.release_assignment(Uuid::now_v7()).await;
+
+        assert!(matches!(answered, Err(Error::Conflict(_))), "{answered:?}");
+        assert!(
+            matches!(unknown, Err(Error::NotFound("assignment"))),
+            "{unknown:?}"
+        );
+        let kept = store.get_assignment(a.id).await.unwrap();
+        assert_eq!(
+            kept.expires_at, a.expires_at,
+            "an answered assignment is untouched"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn left_and_right_are_drawn_at_random() {
     on_each_backend(|store| async move {
         stored_group(&store, 0, 8).await;
