@@ -1,12 +1,15 @@
 """Drive the built-in annotation page (`/annotate`) in real headless Chromium (Debian's `chromium`,
-through Playwright): judge one pair by keyboard and one by click, then check through the API that
-both judgments landed with the right outcome. FLYWHEEL_ANNOTATE_KEY is an `annotate`-only key."""
+through Playwright): judge one pair by keyboard and one by click, skip a third, then check through
+the API that both judgments landed with the right outcome and the skipped pair was handed back.
+FLYWHEEL_ANNOTATE_KEY is an `annotate`-only key."""
 
 import json
 import os
+import re
 import secrets
 import shutil
 import urllib.request
+from datetime import datetime, timezone
 
 import pytest
 
@@ -31,7 +34,7 @@ def api(path, body=None):
 @pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="no chromium installed")
 def test_the_annotation_page_records_judgments_by_keyboard_and_by_click():
     assert CHROMIUM, "CI needs Debian's chromium (.ci/run installs it)"
-    for prompt in ("Name a river.", "Name a mountain."):
+    for prompt in ("Name a river.", "Name a mountain.", "Name a lake."):
         api("/v1/chat/completions", {"messages": [{"role": "user", "content": prompt}], "n": 2, "max_tokens": 8})
     annotator = "page-" + secrets.token_hex(4)
 
@@ -53,6 +56,10 @@ def test_the_annotation_page_records_judgments_by_keyboard_and_by_click():
         page.click("#judge-b")
         page.wait_for_function("document.getElementById('status').textContent.includes('2 this session')")
         status = page.inner_text("#status")
+        third = page.evaluate("item")
+        page.keyboard.press("5")
+        page.wait_for_function(f"item === null || item.assignment_id !== '{third['assignment_id']}'")
+        after_skip = page.inner_text("#status")
         browser.close()
 
     mine = api(f"/v1/judgments?annotator={annotator}")["data"]
@@ -64,3 +71,11 @@ def test_the_annotation_page_records_judgments_by_keyboard_and_by_click():
     assert by_click["rationale"] == "clearer"
     assert by_key["source"] == "human"
     assert "2 this session" in status
+    assert "2 this session" in after_skip, "a skip posts no judgment"
+    # Released by the page: releasing again changes nothing and shows the reservation ended.
+    released = api(f"/v1/annotation/assignments/{third['assignment_id']}/release", {})
+    assert released["judgment_id"] is None
+    # The store writes nanoseconds; Python reads at most microseconds.
+    stamp = re.sub(r"(\.\d{6})\d+", r"\1", released["expires_at"]).replace("Z", "+00:00")
+    ended = datetime.fromisoformat(stamp)
+    assert ended <= datetime.now(timezone.utc)

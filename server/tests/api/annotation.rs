@@ -125,6 +125,7 @@ async fn the_annotation_page_is_served_without_a_key_and_uses_only_the_public_ap
     for needle in [
         "/v1/annotation/next",
         "/v1/judgments",
+        "/release",
         "Authorization",
         "both_bad",
     ] {
