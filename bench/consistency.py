@@ -4,6 +4,7 @@ paraphrases, without making them less helpful? And does plain GRPO learn from a 
     python3 bench/consistency.py consistency --bin /tmp/cgrpo/flywheel --rounds 2
     python3 bench/consistency.py rule --bin /tmp/cgrpo/flywheel --rounds 2
     python3 bench/consistency.py report          # bench/consistency/results.md from the JSON files
+    python3 bench/consistency.py shares --db /tmp/flywheel-consistency-*/bench.db
 
 Everything goes through the HTTP API of a real `flywheel serve` (SQLite in a temporary directory,
 SmolLM2-135M-Instruct, the in-process worker, `--promotion always`):
@@ -107,7 +108,8 @@ class Server:
         self.log_path = os.path.join(work, "server.log")
         self.log = open(self.log_path, "w")
         env = dict(os.environ, DATABASE_URL=f"sqlite://{work}/bench.db", FLYWHEEL_ADMIN_KEY=KEY,
-                   RUST_LOG="warn,flywheel_server=info,flywheel_trainer=info")
+                   RUST_LOG="warn,flywheel_server=info,flywheel_trainer=info",
+                   FLYWHEEL_GRPO_EPSILON_HIGH=str(args.epsilon_high), FLYWHEEL_GRPO_LOSS=args.loss)
         command = [
             args.bin, "serve", "--model", args.model, "--port", str(args.port),
             "--adapter-dir", os.path.join(work, "adapters"), "--units", UNITS,
@@ -187,10 +189,14 @@ def measure_consistency(args, server, version, held_out_families, round_):
 
 
 def run_consistency(args):
+    """Round r samples `--families-per-round` train families (taken in turn from the train split,
+    so short on-policy rounds still cover every family) and waits for the worker's child; the
+    held-out families are measured before round 1, every `--eval-every` rounds and after the last."""
     train, held_out = families(args.held_out, args.seed)
     train = train[:args.train_families]
+    per_round = args.families_per_round or len(train)
     work = tempfile.mkdtemp(prefix="flywheel-consistency-")
-    args.min_new = len(train)
+    args.min_new = per_round
     server = Server(args, work, "consistency-grpo")
     results = {"setting": vars(args) | {"train_families": len(train), "held_out_families": len(held_out)},
                "rounds": []}
@@ -202,19 +208,21 @@ def run_consistency(args):
         save(results, args.tag or "consistency")
         for r in range(1, args.rounds + 1):
             started = time.time()
-            for i, family in enumerate(train):
-                variant_group(args, server, version, family, 1_000 * r + i, False)
+            for i in range(per_round):
+                k = ((r - 1) * per_round + i) % len(train)
+                variant_group(args, server, version, train[k], 1_000 * r + i, False)
             sampled = time.time() - started
             training = call(server.base, "GET", f"/v1/consistency?adapter={version}&held_out=false")[1]
             version = wait_for_new_version(server, version, args.train_timeout)
             trained = time.time() - started - sampled
-            report = measure_consistency(args, server, version, held_out, r)
-            results["rounds"].append({"round": r, "version": version, "held_out": report,
-                                      "train_groups_before": training,
-                                      "sample_seconds": round(sampled, 1),
-                                      "train_seconds": round(trained, 1)})
-            print(f"round {r} (v{version}): {summary(report)}  [train groups of v{version - 1}: "
-                  f"{summary(training)}]", flush=True)
+            entry = {"round": r, "version": version, "train_groups_before": training,
+                     "sample_seconds": round(sampled, 1), "train_seconds": round(trained, 1)}
+            if r % args.eval_every == 0 or r == args.rounds:
+                entry["held_out"] = measure_consistency(args, server, version, held_out, r)
+            results["rounds"].append(entry)
+            print(f"round {r} (v{version}): "
+                  f"{summary(entry['held_out']) if 'held_out' in entry else 'held-out not measured'}"
+                  f"  [train groups of v{version - 1}: {summary(training)}]", flush=True)
             save(results, args.tag or "consistency")
     finally:
         server.stop()
@@ -304,6 +312,49 @@ def run_rule(args):
         save(results, args.tag or "rule")
 
 
+# ---------------------------------------------------------------- diagnosis
+
+
+def shares(args):
+    """Per adapter version, over a run's held-out variant groups (read from its SQLite store): the
+    consistency entropy and the share of a group's answers that name its most common item. The
+    entropy of one unit, h2(f), peaks at f = 0.5, so a policy moving from naming an item in a few
+    answers towards naming it in all of them first *raises* the mean entropy; the top-item share
+    shows which side of that peak a version is on. Units are re-extracted here with the same alias
+    table (whole words, any case): an approximation of the server's extractor, printed beside it."""
+    import collections
+    import math
+    import sqlite3
+    spec = json.load(open(UNITS))
+    items = [(item["unit"], [re.compile(r"(?<!\w)" + re.escape(a) + r"(?!\w)", re.I)
+                             for a in [item["unit"]] + item["aliases"]]) for item in spec["items"]]
+
+    def units(text):
+        return {unit for unit, patterns in items if any(p.search(text) for p in patterns)}
+
+    def h2(p):
+        return 0.0 if p in (0.0, 1.0) else -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+
+    rows = sqlite3.connect(args.db).execute(
+        "SELECT g.adapter_version, g.id, r.text FROM responses r JOIN groups g ON g.id = r.group_id "
+        "JOIN variant_groups v ON v.group_id = g.id WHERE v.held_out ORDER BY g.created_at, r.idx")
+    groups = collections.defaultdict(lambda: collections.defaultdict(list))
+    for version, group, text in rows:
+        groups[version][group].append(units(text))
+    print("| version | groups | consistency entropy (re-extracted) | top-item share | answers naming an item |")
+    print("|---|---|---|---|---|")
+    for version in sorted(groups):
+        entropies, tops, named = [], [], []
+        for sets in groups[version].values():
+            union = set().union(*sets)
+            f = {u: sum(u in s for s in sets) / len(sets) for u in union}
+            entropies.append(sum(h2(x) for x in f.values()) / len(union) if union else 0.0)
+            tops.append(max(f.values(), default=0.0))
+            named.append(sum(bool(s) for s in sets) / len(sets))
+        mean = lambda xs: sum(xs) / len(xs)
+        print(f"| {version} | {len(entropies)} | {mean(entropies):.3f} | {mean(tops):.2f} | {mean(named):.2f} |")
+
+
 # ---------------------------------------------------------------- output
 
 
@@ -321,13 +372,16 @@ def report(_args):
         lines += [f"Consistency-GRPO (`{name}`): {s['train_families']} train and {s['held_out_families']} "
                   f"held-out families, 5 variants × n = {s['n']} samples, T = {s['temperature']}, "
                   f"max_tokens {s['max_tokens']}; {s['steps']} steps, lr {s['lr']}, rank {s['rank']}, "
-                  f"batch {s['batch']} groups, β = {s['kl_beta']}, stability {s.get('stability', 'jaccard')}, "
+                  f"batch {s['batch']} groups, {s.get('families_per_round') or s['train_families']} families a round, "
+                  f"ε_high {s.get('epsilon_high', 0.28)}, loss {s.get('loss', 'dapo')}, β = {s['kl_beta']}, stability {s.get('stability', 'jaccard')}, "
                   f"Jaccard(∅, ∅) = {s.get('empty_agreement', 1.0):g}.", "",
                   "| round | version | held-out entropy | change | helpfulness | units/answer | answer tokens |",
                   "|---|---|---|---|---|---|---|"]
         base = data["rounds"][0]["held_out"]["mean_entropy"]
         for r in data["rounds"]:
-            h = r["held_out"]
+            h = r.get("held_out")
+            if h is None:
+                continue
             change = (h["mean_entropy"] - base) / base if base else 0.0
             lines.append(f"| {r['round']} | {r['version']} | {h['mean_entropy']:.3f} | {change:+.0%} | "
                          f"{h['mean_helpfulness']:.3f} | {h['mean_units']:.2f} | {h['mean_answer_tokens']:.1f} |")
@@ -372,11 +426,19 @@ def main():
         p.add_argument("--train-timeout", type=float, default=3600)
         p.add_argument("--held-out", type=int, default=10, help="held-out families (consistency)")
         p.add_argument("--train-families", type=int, default=16)
+        p.add_argument("--families-per-round", type=int, default=0,
+                       help="train families sampled a round, in turn (0: all of them)")
+        p.add_argument("--eval-every", type=int, default=1, help="measure held-out every E rounds")
+        p.add_argument("--epsilon-high", type=float, default=0.28)
+        p.add_argument("--loss", default="dapo", choices=["grpo", "bnpo", "dapo", "dr_grpo"])
         p.add_argument("--held-out-prompts", type=int, default=32)
         p.add_argument("--train-prompts", type=int, default=24)
     sub.add_parser("report")
+    p = sub.add_parser("shares", help="top-item shares of a run's held-out groups")
+    p.add_argument("--db", required=True, help="the run's bench.db (under /tmp/flywheel-consistency-*)")
     args = parser.parse_args()
-    {"consistency": run_consistency, "rule": run_rule, "report": report}[args.command](args)
+    {"consistency": run_consistency, "rule": run_rule, "report": report,
+     "shares": shares}[args.command](args)
 
 
 if __name__ == "__main__":
