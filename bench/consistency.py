@@ -4,7 +4,6 @@ paraphrases, without making them less helpful? And does plain GRPO learn from a 
     python3 bench/consistency.py consistency --bin /tmp/cgrpo/flywheel --rounds 2
     python3 bench/consistency.py rule --bin /tmp/cgrpo/flywheel --rounds 2
     python3 bench/consistency.py report          # bench/consistency/results.md from the JSON files
-    python3 bench/consistency.py shares --db /tmp/flywheel-consistency-*/bench.db
 
 Everything goes through the HTTP API of a real `flywheel serve` (SQLite in a temporary directory,
 SmolLM2-135M-Instruct, the in-process worker, `--promotion always`):
@@ -230,11 +229,18 @@ def run_consistency(args):
         save(results, args.tag or "consistency")
 
 
+def share(report, key):
+    """A share from a report, or – for reports of builds before it was measured."""
+    value = report.get(key)
+    return "–" if value is None else f"{value:.2f}"
+
+
 def summary(report):
     def f(key):
         value = report.get(key)
         return "–" if value is None else f"{value:.3f}"
     return (f"entropy {f('mean_entropy')}  helpfulness {f('mean_helpfulness')}  "
+            f"top share {f('mean_top_unit_share')}  named {f('answers_with_units')}  "
             f"units {f('mean_units')}  tokens {f('mean_answer_tokens')}  groups {report.get('groups')}")
 
 
@@ -312,52 +318,6 @@ def run_rule(args):
         save(results, args.tag or "rule")
 
 
-# ---------------------------------------------------------------- diagnosis
-
-
-def shares(args):
-    """Per adapter version, over a run's held-out variant groups (read from its SQLite store): the
-    consistency entropy and the share of a group's answers that name its most common item. The
-    entropy of one unit, h2(f), peaks at f = 0.5, so a policy moving from naming an item in a few
-    answers towards naming it in all of them first *raises* the mean entropy; the top-item share
-    shows which side of that peak a version is on. Units are re-extracted here with the same alias
-    table (whole words, any case): an approximation of the server's extractor, printed beside it."""
-    import collections
-    import math
-    import sqlite3
-    spec = json.load(open(UNITS))
-    items = [(item["unit"], [re.compile(r"(?<!\w)" + re.escape(a) + r"(?!\w)", re.I)
-                             for a in [item["unit"]] + item["aliases"]]) for item in spec["items"]]
-
-    def units(text):
-        return {unit for unit, patterns in items if any(p.search(text) for p in patterns)}
-
-    def h2(p):
-        return 0.0 if p in (0.0, 1.0) else -p * math.log2(p) - (1 - p) * math.log2(1 - p)
-
-    rows = sqlite3.connect(args.db).execute(
-        "SELECT g.adapter_version, g.id, r.text FROM responses r JOIN groups g ON g.id = r.group_id "
-        "JOIN variant_groups v ON v.group_id = g.id WHERE v.held_out ORDER BY g.created_at, r.idx")
-    groups = collections.defaultdict(lambda: collections.defaultdict(list))
-    for version, group, text in rows:
-        groups[version][group].append(units(text))
-    print("| version | groups | consistency entropy (re-extracted) | top-item share | answers naming an item |")
-    print("|---|---|---|---|---|")
-    for version in sorted(groups):
-        entropies, tops, named = [], [], []
-        for sets in groups[version].values():
-            union = set().union(*sets)
-            f = {u: sum(u in s for s in sets) / len(sets) for u in union}
-            entropies.append(sum(h2(x) for x in f.values()) / len(union) if union else 0.0)
-            tops.append(max(f.values(), default=0.0))
-            named.append(sum(bool(s) for s in sets) / len(sets))
-        mean = lambda xs: sum(xs) / len(xs)
-        print(f"| {version} | {len(entropies)} | {mean(entropies):.3f} | {mean(tops):.2f} | {mean(named):.2f} |")
-
-
-# ---------------------------------------------------------------- output
-
-
 def save(results, tag):
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, f"{tag}.json"), "w") as f:
@@ -375,8 +335,9 @@ def report(_args):
                   f"batch {s['batch']} groups, {s.get('families_per_round') or s['train_families']} families a round, "
                   f"ε_high {s.get('epsilon_high', 0.28)}, loss {s.get('loss', 'dapo')}, β = {s['kl_beta']}, stability {s.get('stability', 'jaccard')}, "
                   f"Jaccard(∅, ∅) = {s.get('empty_agreement', 1.0):g}.", "",
-                  "| round | version | held-out entropy | change | helpfulness | units/answer | answer tokens |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| round | version | held-out entropy | change | helpfulness | units/answer | answer tokens "
+                  "| top-item share | answers naming an item |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         base = data["rounds"][0]["held_out"]["mean_entropy"]
         for r in data["rounds"]:
             h = r.get("held_out")
@@ -384,7 +345,8 @@ def report(_args):
                 continue
             change = (h["mean_entropy"] - base) / base if base else 0.0
             lines.append(f"| {r['round']} | {r['version']} | {h['mean_entropy']:.3f} | {change:+.0%} | "
-                         f"{h['mean_helpfulness']:.3f} | {h['mean_units']:.2f} | {h['mean_answer_tokens']:.1f} |")
+                         f"{h['mean_helpfulness']:.3f} | {h['mean_units']:.2f} | {h['mean_answer_tokens']:.1f} | "
+                         f"{share(h, 'mean_top_unit_share')} | {share(h, 'answers_with_units')} |")
         lines.append("")
     path = os.path.join(OUT, "rule.json")
     if os.path.exists(path):
@@ -434,11 +396,8 @@ def main():
         p.add_argument("--held-out-prompts", type=int, default=32)
         p.add_argument("--train-prompts", type=int, default=24)
     sub.add_parser("report")
-    p = sub.add_parser("shares", help="top-item shares of a run's held-out groups")
-    p.add_argument("--db", required=True, help="the run's bench.db (under /tmp/flywheel-consistency-*)")
     args = parser.parse_args()
-    {"consistency": run_consistency, "rule": run_rule, "report": report,
-     "shares": shares}[args.command](args)
+    {"consistency": run_consistency, "rule": run_rule, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -147,8 +147,8 @@ impl Metrics {
             Opts::new(
                 "flywheel_consistency",
                 "The active version's consistency over held-out variant groups (measure = \
-                 entropy | helpfulness | stability | units | answer_tokens | groups), with the \
-                 server's unit extractor",
+                 entropy | helpfulness | stability | top_unit_share | answers_with_units | units | \
+                 answer_tokens | groups), with the server's unit extractor",
             ),
             &["version", "measure"],
         )
@@ -203,6 +203,8 @@ impl Metrics {
             ("entropy", report.mean_entropy),
             ("helpfulness", report.mean_helpfulness),
             ("stability", report.mean_stability),
+            ("top_unit_share", report.mean_top_unit_share),
+            ("answers_with_units", report.answers_with_units),
             ("units", report.mean_units),
             ("answer_tokens", report.mean_answer_tokens),
             ("groups", Some(report.groups as f64)),

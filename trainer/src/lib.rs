@@ -41,7 +41,7 @@ pub use files::{
 pub use learning::{
     build_pairs, canonical_unit, consistency_entropy, consistency_rewards, group_advantages,
     group_pair, helpfulness, is_zero_variance, jaccard, loo_agreement, prepare_pairs,
-    prepare_rollouts, stability, AdvantageConfig, Aggregation, Baseline, Candidate,
+    prepare_rollouts, stability, top_unit_share, AdvantageConfig, Aggregation, Baseline, Candidate,
     ConsistencyConfig, ConsistencyRewards, Dpo, ExtractorSpec, Grpo, GrpoStats, GrpoStepMetrics,
     GrpoTrainer, Inpo, Ipo, ItemSpec, JudgedGroup, Objective, OptimConfig, PairBatch, PairExample,
     PairSelection, PatternSpec, PreparedPair, PreparedRollout, Reference, RewardStd, Rollout,

@@ -325,10 +325,22 @@ async fn the_consistency_report_measures_held_out_groups_and_needs_an_extractor(
     let entropy = report["mean_entropy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&entropy), "{report}");
     assert!(report["mean_answer_tokens"].as_f64().unwrap() > 0.0);
+    // Every group has 4 answers, so a group's top share never exceeds its share of answers
+    // naming a unit, nor does the mean.
+    let top = report["mean_top_unit_share"].as_f64().unwrap();
+    let named = report["answers_with_units"].as_f64().unwrap();
+    assert!(
+        (0.0..=1.0).contains(&top) && top <= named && named <= 1.0,
+        "{report}"
+    );
     assert_eq!(report["extractor"], letters().version());
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(r#"flywheel_consistency{measure="groups",version="0"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"flywheel_consistency{measure="top_unit_share",version="0"}"#),
         "{metrics}"
     );
     assert_error(

@@ -16,7 +16,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::learning::{
-    consistency_entropy, consistency_rewards, ConsistencyConfig, UnitExtractor, UnitSet,
+    consistency_entropy, consistency_rewards, top_unit_share, ConsistencyConfig, UnitExtractor,
+    UnitSet,
 };
 use crate::Result;
 
@@ -179,6 +180,11 @@ pub struct ConsistencyReport {
     pub mean_helpfulness: Option<f64>,
     /// Mean stability (pairwise Jaccard with the group's other answers) over responses.
     pub mean_stability: Option<f64>,
+    /// Mean over groups of the share of answers naming the group's most often named unit: how
+    /// far answers agree on one item, which the entropy shows only past f = 1/2.
+    pub mean_top_unit_share: Option<f64>,
+    /// Share of responses that name at least one unit.
+    pub answers_with_units: Option<f64>,
     /// Mean number of distinct units per response.
     pub mean_units: Option<f64>,
     /// Mean completion tokens per response.
@@ -195,8 +201,14 @@ pub fn consistency_report(
     extractor: &UnitExtractor,
     config: &ConsistencyConfig,
 ) -> Result<ConsistencyReport> {
-    let (mut entropy, mut help, mut stab, mut units, mut tokens) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut entropy, mut top, mut help, mut stab, mut units, mut tokens) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for (_, group) in groups {
         let responses: Vec<_> = group
             .responses
@@ -212,6 +224,7 @@ pub fn consistency_report(
             .collect();
         let scored = consistency_rewards(&sets, config, None)?;
         entropy.push(consistency_entropy(&sets)?);
+        top.push(top_unit_share(&sets)?);
         help.extend(scored.helpfulness);
         stab.extend(scored.stability);
         units.extend(scored.unit_counts.iter().map(|&n| n as f64));
@@ -226,6 +239,13 @@ pub fn consistency_report(
         mean_entropy: mean(&entropy),
         mean_helpfulness: mean(&help),
         mean_stability: mean(&stab),
+        mean_top_unit_share: mean(&top),
+        answers_with_units: mean(
+            &units
+                .iter()
+                .map(|&n| if n > 0.0 { 1.0 } else { 0.0 })
+                .collect::<Vec<_>>(),
+        ),
         mean_units: mean(&units),
         mean_answer_tokens: mean(&tokens),
     })

@@ -21,7 +21,7 @@ mod units;
 
 pub use rewards::{
     consistency_entropy, consistency_rewards, helpfulness, jaccard, loo_agreement, stability,
-    ConsistencyConfig, ConsistencyRewards, StabilityMeasure,
+    top_unit_share, ConsistencyConfig, ConsistencyRewards, StabilityMeasure,
 };
 pub use units::{
     canonical_unit, ExtractorSpec, ItemSpec, PatternSpec, UnitExtractor, UnitSet,

@@ -234,6 +234,21 @@ pub fn consistency_entropy(sets: &[UnitSet]) -> Result<f64> {
     Ok(total / counts.len() as f64)
 }
 
+/// The share of a group's answers that name its most often named unit (0 when none names any).
+///
+/// A diagnostic beside [`consistency_entropy`]: h2 peaks at f = 1/2, so the entropy *rises* while
+/// a common unit climbs from a minority of answers to a majority; this share shows that progress.
+///
+/// # Errors
+/// `Error::NoData` for an empty group.
+pub fn top_unit_share(sets: &[UnitSet]) -> Result<f64> {
+    if sets.is_empty() {
+        return Err(Error::NoData("the top unit share of an empty group".into()));
+    }
+    let top = unit_counts(sets).into_values().max().unwrap_or(0);
+    Ok(top as f64 / sets.len() as f64)
+}
+
 /// Every response's §5.2 reward, with its parts and the group's entropy; `gates`, when given, holds
 /// one quality gate in [0, 1] per response (a judge's or reward model's verdict), multiplying its
 /// reward so that consistent-but-wrong answers earn nothing.
@@ -429,6 +444,24 @@ mod tests {
         assert_eq!(consistency_entropy(&disjoint).unwrap(), 1.0);
         assert_eq!(stability(&disjoint, 1.0).unwrap(), vec![0.0, 0.0]);
         assert_eq!(jaccard(&set(&["a"]), &UnitSet::new(), 1.0), 0.0);
+    }
+
+    /// The entropy's path is not monotone in agreement: a common unit named by 2 of 4 answers
+    /// gives more entropy than by 1 of 4, while the top share says agreement grew.
+    #[test]
+    fn the_top_unit_share_tracks_agreement_where_the_entropy_peaks() {
+        let one = vec![set(&["a"]), UnitSet::new(), UnitSet::new(), UnitSet::new()];
+        let two = vec![set(&["a"]), set(&["a"]), UnitSet::new(), UnitSet::new()];
+        let all = vec![set(&["a", "b"]), set(&["a"]), set(&["a"]), set(&["a"])];
+        assert!(consistency_entropy(&two).unwrap() > consistency_entropy(&one).unwrap());
+        assert_eq!(top_unit_share(&one).unwrap(), 0.25);
+        assert_eq!(top_unit_share(&two).unwrap(), 0.5);
+        assert_eq!(top_unit_share(&all).unwrap(), 1.0);
+        assert_eq!(
+            top_unit_share(&[UnitSet::new(), UnitSet::new()]).unwrap(),
+            0.0
+        );
+        assert!(top_unit_share(&[]).is_err());
     }
 
     /// With `empty_agreement` 0, answers that name nothing earn nothing for agreeing with each
