@@ -116,6 +116,7 @@ class Server:
             "--steps", str(args.steps), "--lr", str(args.lr), "--rank", str(args.rank),
             "--batch", str(args.batch), "--kl-beta", str(args.kl_beta),
             "--empty-agreement", str(args.empty_agreement), "--stability", args.stability,
+            "--w-help", str(args.w_help), "--w-stab", str(args.w_stab),
             "--worker-interval-secs", "5", "--promotion", "always", "--no-arena",
             "--follow-interval-secs", "2"]
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -282,8 +283,9 @@ def run_rule(args):
     results = {"setting": vars(args), "rounds": []}
 
     def pass_rate(version, round_):
-        outcomes = [rule(chat(server, version, p, 1, 70_000 + i, args)["choices"][0]["message"]["content"])
-                    for i, p in enumerate(held_out)]
+        outcomes = [rule(choice["message"]["content"])
+                    for i, p in enumerate(held_out)
+                    for choice in chat(server, version, p, args.eval_samples, 70_000 + i, args)["choices"]]
         return sum(outcomes) / len(outcomes)
 
     try:
@@ -334,7 +336,8 @@ def report(_args):
                   f"max_tokens {s['max_tokens']}; {s['steps']} steps, lr {s['lr']}, rank {s['rank']}, "
                   f"batch {s['batch']} groups, {s.get('families_per_round') or s['train_families']} families a round, "
                   f"ε_high {s.get('epsilon_high', 0.28)}, loss {s.get('loss', 'dapo')}, β = {s['kl_beta']}, stability {s.get('stability', 'jaccard')}, "
-                  f"Jaccard(∅, ∅) = {s.get('empty_agreement', 1.0):g}.", "",
+                  f"Jaccard(∅, ∅) = {s.get('empty_agreement', 1.0):g}, "
+                  f"w_h = {s.get('w_help', 0.3):g}, w_s = {s.get('w_stab', 0.7):g}.", "",
                   "| round | version | held-out entropy | change | helpfulness | units/answer | answer tokens "
                   "| top-item share | answers naming an item |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -348,10 +351,12 @@ def report(_args):
                          f"{h['mean_helpfulness']:.3f} | {h['mean_units']:.2f} | {h['mean_answer_tokens']:.1f} | "
                          f"{share(h, 'mean_top_unit_share')} | {share(h, 'answers_with_units')} |")
         lines.append("")
-    path = os.path.join(OUT, "rule.json")
-    if os.path.exists(path):
-        data = json.load(open(path))
-        lines += ["Plain GRPO on a posted rule reward (ends with a full stop, ≤ 25 words):", "",
+    for name in sorted(f for f in os.listdir(OUT) if f.startswith("rule") and f.endswith(".json")):
+        data = json.load(open(os.path.join(OUT, name)))
+        s = data["setting"]
+        lines += [f"Plain GRPO on a posted rule reward (`{name}`; ends with a full stop, ≤ 25 words): "
+                  f"{s['held_out_prompts']} held-out prompts × {s.get('eval_samples', 1)} answers, "
+                  f"{s['train_prompts']} train prompts a round × n = {s['n']}, {s['steps']} steps, lr {s['lr']}.", "",
                   "| round | version | held-out pass rate | pass rate of the samples trained on |", "|---|---|---|---|"]
         for r in data["rounds"]:
             train = r.get("train_pass_rate")
@@ -385,6 +390,8 @@ def main():
         p.add_argument("--empty-agreement", type=float, default=1.0,
                        help="Jaccard(∅, ∅) in the stability reward: 1 (§5.2) or 0")
         p.add_argument("--stability", default="jaccard", choices=["jaccard", "loo"])
+        p.add_argument("--w-help", type=float, default=0.3, help="helpfulness weight (consistency)")
+        p.add_argument("--w-stab", type=float, default=0.7, help="stability weight (consistency)")
         p.add_argument("--train-timeout", type=float, default=3600)
         p.add_argument("--held-out", type=int, default=10, help="held-out families (consistency)")
         p.add_argument("--train-families", type=int, default=16)
@@ -394,6 +401,8 @@ def main():
         p.add_argument("--epsilon-high", type=float, default=0.28)
         p.add_argument("--loss", default="dapo", choices=["grpo", "bnpo", "dapo", "dr_grpo"])
         p.add_argument("--held-out-prompts", type=int, default=32)
+        p.add_argument("--eval-samples", type=int, default=1,
+                       help="answers per held-out prompt (rule); 1 reproduces the first run")
         p.add_argument("--train-prompts", type=int, default=24)
     sub.add_parser("report")
     args = parser.parse_args()
