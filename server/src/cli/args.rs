@@ -83,7 +83,7 @@ pub struct JobArgs {
     )]
     pub out_dir: PathBuf,
     /// Learn from responses of every adapter version, not only the parent's (off-policy).
-    #[arg(long)]
+    #[arg(long, env = "FLYWHEEL_TRAIN_ALL_VERSIONS")]
     pub all_versions: bool,
     /// Seeds LoRA initialisation and dropout.
     #[arg(long, env = "FLYWHEEL_TRAIN_SEED", default_value_t = 0)]

@@ -44,7 +44,7 @@ pub enum Command {
     Keys(keys::KeysArgs),
     /// Train an adapter on stored judgments and register it as a candidate.
     Train(train::TrainArgs),
-    /// Write judged groups as JSONL (dpo, kto, sppo or raw) with a manifest.
+    /// Write judged groups as JSONL (dpo, kto, sppo, raw or grpo) with a manifest.
     Export(export::ExportArgs),
     /// Read a preference JSONL (TRL's `dpo` format) into judged groups.
     Import(import::ImportArgs),

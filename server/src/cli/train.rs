@@ -15,7 +15,7 @@ use super::args::{JobArgs, StoreArgs};
 
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
-    /// The objective: sppo, inpo, dpo, ipo or rpo.
+    /// The objective: sppo, inpo, dpo, ipo, rpo, grpo or consistency-grpo.
     #[arg(long, env = "FLYWHEEL_TRAIN_ALGO")]
     pub algo: Algorithm,
     /// The base model: the local HF-format directory the server serves, or a llama `.gguf` file
