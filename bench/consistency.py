@@ -230,16 +230,15 @@ def run_consistency(args):
         save(results, args.tag or "consistency")
 
 
-def share(report, key):
-    """A share from a report, or – for reports of builds before it was measured."""
+def figure(report, key, digits=3):
+    """One figure of a report, or – where it is missing (reports of builds before it existed)."""
     value = report.get(key)
-    return "–" if value is None else f"{value:.2f}"
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def summary(report):
     def f(key):
-        value = report.get(key)
-        return "–" if value is None else f"{value:.3f}"
+        return figure(report, key)
     return (f"entropy {f('mean_entropy')}  helpfulness {f('mean_helpfulness')}  "
             f"top share {f('mean_top_unit_share')}  named {f('answers_with_units')}  "
             f"units {f('mean_units')}  tokens {f('mean_answer_tokens')}  groups {report.get('groups')}")
@@ -349,7 +348,7 @@ def report(_args):
             change = (h["mean_entropy"] - base) / base if base else 0.0
             lines.append(f"| {r['round']} | {r['version']} | {h['mean_entropy']:.3f} | {change:+.0%} | "
                          f"{h['mean_helpfulness']:.3f} | {h['mean_units']:.2f} | {h['mean_answer_tokens']:.1f} | "
-                         f"{share(h, 'mean_top_unit_share')} | {share(h, 'answers_with_units')} |")
+                         f"{figure(h, 'mean_top_unit_share', 2)} | {figure(h, 'answers_with_units', 2)} |")
         lines.append("")
     for name in sorted(f for f in os.listdir(OUT) if f.startswith("rule") and f.endswith(".json")):
         data = json.load(open(os.path.join(OUT, name)))

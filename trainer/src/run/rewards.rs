@@ -16,8 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::learning::{
-    consistency_entropy, consistency_rewards, top_unit_share, ConsistencyConfig, UnitExtractor,
-    UnitSet,
+    consistency_rewards, top_unit_share, ConsistencyConfig, UnitExtractor, UnitSet,
 };
 use crate::Result;
 
@@ -223,7 +222,7 @@ pub fn consistency_report(
             .map(|r| extractor.extract(&r.text))
             .collect();
         let scored = consistency_rewards(&sets, config, None)?;
-        entropy.push(consistency_entropy(&sets)?);
+        entropy.push(scored.entropy);
         top.push(top_unit_share(&sets)?);
         help.extend(scored.helpfulness);
         stab.extend(scored.stability);
@@ -243,7 +242,7 @@ pub fn consistency_report(
         answers_with_units: mean(
             &units
                 .iter()
-                .map(|&n| if n > 0.0 { 1.0 } else { 0.0 })
+                .map(|&n| f64::from(n > 0.0))
                 .collect::<Vec<_>>(),
         ),
         mean_units: mean(&units),
