@@ -59,3 +59,22 @@ pub enum Command {
     /// Measure the bare mistral.rs engine or one DPO step (the benchmarks' baselines).
     Bench(bench::BenchArgs),
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// The README's configuration table promises an environment fallback for every `serve` flag.
+    #[test]
+    fn every_serve_flag_has_an_environment_fallback() {
+        let cli = super::Cli::command();
+        let serve = cli.find_subcommand("serve").expect("a serve subcommand");
+        let missing: Vec<_> = serve
+            .get_arguments()
+            .filter(|a| !a.is_positional() && a.get_env().is_none())
+            .filter_map(|a| a.get_long())
+            .filter(|long| !matches!(*long, "help" | "version"))
+            .collect();
+        assert!(missing.is_empty(), "serve flags without env: {missing:?}");
+    }
+}
