@@ -114,6 +114,7 @@ class Server:
             "--adapter-dir", os.path.join(work, "adapters"), "--units", UNITS,
             "--worker-algo", algo, "--min-new-judgments", str(args.min_new),
             "--steps", str(args.steps), "--lr", str(args.lr), "--rank", str(args.rank),
+            "--lora-targets", args.lora_targets,
             "--batch", str(args.batch), "--kl-beta", str(args.kl_beta),
             "--empty-agreement", str(args.empty_agreement), "--stability", args.stability,
             "--w-help", str(args.w_help), "--w-stab", str(args.w_stab),
@@ -384,6 +385,7 @@ def main():
         p.add_argument("--steps", type=int, default=16)
         p.add_argument("--lr", type=float, default=2e-4)
         p.add_argument("--rank", type=int, default=16)
+        p.add_argument("--lora-targets", default="attention", choices=["attention", "all-linear"])
         p.add_argument("--batch", type=int, default=2)
         p.add_argument("--kl-beta", type=float, default=0.04)
         p.add_argument("--empty-agreement", type=float, default=1.0,

@@ -12,16 +12,11 @@ use crate::learning::{
     LoraGrads, Objective, OptimConfig, PairExample, Reference, Rpo, Sppo, TrainConfig, Trainer,
 };
 use crate::model::{
-    packed_logprobs, Adapter, LoraConfig, LoraWeights, Model, Pack, Sequence, ATTENTION_MODULES,
-    MLP_MODULES,
+    packed_logprobs, Adapter, LoraConfig, LoraTargets, LoraWeights, Model, Pack, Sequence,
 };
 
 fn all_modules() -> Vec<String> {
-    ATTENTION_MODULES
-        .iter()
-        .chain(&MLP_MODULES)
-        .map(|m| m.to_string())
-        .collect()
+    LoraTargets::AllLinear.modules()
 }
 
 /// The tiny model with LoRA r = 4 on all seven projections.
@@ -187,7 +182,7 @@ fn base_weights_are_bit_identical_after_three_training_steps() {
 fn per_layer_recomputation_gives_the_full_graph_gradients() {
     // With every projection adapted, and with the attention ones only (the default), where the
     // recomputation skips the frozen down projection's forward.
-    let attention = ATTENTION_MODULES.iter().map(|m| m.to_string()).collect();
+    let attention = LoraTargets::Attention.modules();
     for modules in [all_modules(), attention] {
         // Arrange
         let (_dir, model) = tiny_model_adapting(modules.clone(), DType::F64, 0.1);

@@ -8,8 +8,8 @@ use clap::Args;
 use flywheel_judge::GateConfig;
 use flywheel_trainer::{
     AdvantageConfig, Aggregation, Algorithm, Baseline, Compute, ConsistencyConfig, Grpo,
-    GrpoRewards, GrpoSettings, JobConfig, RolloutCheck, ScaleRewards, StabilityMeasure,
-    TrainDevice, TrainDtype, WorkerConfig,
+    GrpoRewards, GrpoSettings, JobConfig, LoraTargets, RolloutCheck, ScaleRewards,
+    StabilityMeasure, TrainDevice, TrainDtype, WorkerConfig,
 };
 
 use crate::arena::duels::DuelConfig;
@@ -67,10 +67,15 @@ pub struct JobArgs {
     /// Peak learning rate (10% linear warmup, then linear decay to 0).
     #[arg(long, env = "FLYWHEEL_TRAIN_LR", default_value_t = 2e-4)]
     pub lr: f64,
-    /// LoRA rank of a new adapter (α = 2·rank, attention projections; default 16). A child of an
+    /// LoRA rank of a new adapter (α = 2·rank; default 16). A child of an
     /// adapter keeps its parent's LoRA shape; a different rank is an error.
     #[arg(long, env = "FLYWHEEL_TRAIN_RANK")]
     pub rank: Option<usize>,
+    /// Which projections a new adapter adapts: attention (q/k/v/o, the default) or all-linear
+    /// (also the MLP's gate/up/down, PEFT's "all-linear"). A child keeps its parent's targets;
+    /// different ones are an error.
+    #[arg(long, env = "FLYWHEEL_TRAIN_LORA_TARGETS")]
+    pub lora_targets: Option<LoraTargets>,
     /// Pairs per step (the GRPO family: groups per step).
     #[arg(long, env = "FLYWHEEL_TRAIN_BATCH", default_value_t = 4)]
     pub batch: usize,
@@ -249,6 +254,7 @@ impl JobArgs {
             steps: self.steps,
             lr: self.lr,
             rank: self.rank,
+            lora_targets: self.lora_targets,
             batch: self.batch,
             out_dir: self.out_dir.clone(),
             all_versions: self.all_versions,

@@ -61,6 +61,8 @@ async fn consistency_grpo_trains_on_variant_groups_and_records_its_rewards() {
             "1e-2",
             "--batch",
             "1",
+            "--lora-targets",
+            "all-linear",
         ],
     );
 
@@ -79,6 +81,15 @@ async fn consistency_grpo_trains_on_variant_groups_and_records_its_rewards() {
         .unwrap();
     assert_eq!(run.status, TrainRunStatus::Succeeded);
     assert_eq!(run.config["grpo"]["loss_type"], "dapo");
+    assert_eq!(run.config["lora_targets"], "all-linear");
+    let dir = adapter.directory().unwrap().unwrap();
+    let peft: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(
+        peft["target_modules"].as_array().unwrap().len(),
+        7,
+        "{peft}"
+    );
     let steps = app.store.train_steps(run.id).await.unwrap();
     assert_eq!(steps.len(), 3);
     for step in &steps {

@@ -12,8 +12,8 @@ use flywheel_store::{
     AdapterStatus, Error as StoreError, JudgmentSource, NewJudgment, Outcome, TrainRunStatus,
 };
 use flywheel_trainer::{
-    prepare_pairs, sequence_logprobs, write_adapter, Adapter, Dpo, LoraConfig, Model, Objective,
-    OptimConfig, PairExample, Sequence, TrainConfig, Trainer,
+    prepare_pairs, sequence_logprobs, write_adapter, Adapter, Dpo, LoraConfig, LoraTargets,
+    LoraWeights, Model, Objective, OptimConfig, PairExample, Sequence, TrainConfig, Trainer,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -22,13 +22,23 @@ use crate::helpers::{
     greedy, serve_adapter, serve_version, spawn_app, tiny_model_dir, TestApp, MODEL,
 };
 
-/// The tiny model with a LoRA trained for `steps` steps (AdamW at 5e-2) on one pair.
+/// The tiny model with a LoRA on its attention trained for `steps` steps (AdamW at 5e-2) on one
+/// pair.
 pub fn trained_on(
     objective: impl Objective + Copy + 'static,
     pair: PairExample,
     steps: usize,
 ) -> Model {
-    let model = tiny_model();
+    trained_on_targets(objective, pair, steps, LoraTargets::Attention)
+}
+
+fn trained_on_targets(
+    objective: impl Objective + Copy + 'static,
+    pair: PairExample,
+    steps: usize,
+    targets: LoraTargets,
+) -> Model {
+    let model = tiny_model(targets);
     let pairs = prepare_pairs(&model, &objective, vec![pair], Adapter::Off).unwrap();
     let config = TrainConfig {
         optim: OptimConfig {
@@ -47,10 +57,11 @@ pub fn trained_on(
     model
 }
 
-fn tiny_model() -> Model {
+fn tiny_model(targets: LoraTargets) -> Model {
     let lora = LoraConfig {
         rank: 4,
         alpha: 8.0,
+        target_modules: targets.modules(),
         ..LoraConfig::default()
     };
     Model::load(&tiny_model_dir(), lora, DType::F32, &Device::Cpu).unwrap()
@@ -89,7 +100,7 @@ async fn the_trainer_scores_a_sampled_response_with_the_log_probs_the_server_sam
     let prompt = app.store.group_prompt_token_ids(id).await.unwrap();
     let prompt = prompt.expect("the server records the prompt token ids");
     assert_eq!(prompt.len() as i64, group.group.prompt_tokens);
-    let model = tiny_model();
+    let model = tiny_model(LoraTargets::Attention);
 
     // Act
     let scored: Vec<Vec<f64>> = group
@@ -118,6 +129,74 @@ async fn the_trainer_scores_a_sampled_response_with_the_log_probs_the_server_sam
 
 #[tokio::test]
 async fn an_adapter_the_trainer_wrote_makes_the_server_generate_what_the_trainer_predicts() {
+    served_as_trained(LoraTargets::Attention).await;
+}
+
+#[tokio::test]
+async fn an_adapter_on_every_linear_layer_is_served_as_the_trainer_wrote_it() {
+    // Arrange: the adapter served, and one answer sampled from it at temperature 1.
+    let served = served_as_trained(LoraTargets::AllLinear).await;
+    let model = &served.model;
+    let id = sample(&served.app, "Tell me a short story about a fox", 1, 5).await;
+    let group = served.app.store.get_group(id).await.unwrap();
+    let prompt = served.app.store.group_prompt_token_ids(id).await.unwrap();
+    let response = &group.responses[0];
+    let seq = Sequence::new(prompt.unwrap(), response.token_ids.clone()).unwrap();
+    // The same adapter with its MLP half zeroed: what a server that skipped those modules serves.
+    let attention_only = LoraWeights::from_pairs(
+        model
+            .lora_modules()
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let (a, b) = served.weights.pair(i).unwrap();
+                let b = if m.name.contains(".mlp.") {
+                    b.zeros_like().unwrap()
+                } else {
+                    b.clone()
+                };
+                (a.clone(), b)
+            })
+            .collect(),
+    );
+    let gap = |weights: &LoraWeights| {
+        let ours = sequence_logprobs(model, &seq, Adapter::Fixed(weights)).unwrap();
+        ours.per_token
+            .iter()
+            .zip(&response.logprobs)
+            .map(|(&trainer, &server)| (trainer - server as f64).abs())
+            .fold(0.0, f64::max)
+    };
+
+    // Act
+    let full = gap(&served.weights);
+    let without_mlp = gap(&attention_only);
+
+    // Assert: the server's log-probs are the full adapter's, and the MLP's half matters.
+    assert_eq!(
+        model.lora_modules().len(),
+        7 * model.config().num_hidden_layers
+    );
+    assert!(
+        full < 1e-4,
+        "largest gap to the trainer's log-probs: {full}"
+    );
+    assert!(
+        without_mlp > 1e-3,
+        "the MLP adapters changed nothing: {without_mlp}"
+    );
+}
+
+/// A trained model, its LoRA weights and a server serving them.
+struct Served {
+    model: Model,
+    weights: LoraWeights,
+    app: TestApp,
+}
+
+/// Trains the tiny model's LoRA on `targets`, serves the adapter the trainer writes and checks
+/// that the server's greedy answer is the trainer's argmax path.
+async fn served_as_trained(targets: LoraTargets) -> Served {
     // Arrange: a few DPO steps, so that B ≠ 0 and the adapter changes the model.
     let seq = |r: &[u32]| Sequence::new(vec![1, 100, 101, 102], r.to_vec()).unwrap();
     let pair = PairExample {
@@ -125,7 +204,7 @@ async fn an_adapter_the_trainer_wrote_makes_the_server_generate_what_the_trainer
         rejected: seq(&[120, 121, 122]),
         win_rates: None,
     };
-    let model = trained_on(Dpo::default(), pair, 10);
+    let model = trained_on_targets(Dpo::default(), pair, 10, targets);
     let weights = model.snapshot().unwrap();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("1");
@@ -163,6 +242,11 @@ async fn an_adapter_the_trainer_wrote_makes_the_server_generate_what_the_trainer
         .to_scalar()
         .unwrap();
     assert!(moved > 1e-3, "the trained adapter should change the logits");
+    Served {
+        model,
+        weights,
+        app,
+    }
 }
 
 /// Parses a `flywheel train` command line writing adapters under `out`.

@@ -27,6 +27,7 @@ pub fn worker_config(out: &std::path::Path, min_new_judgments: i64) -> WorkerCon
             steps: 2,
             lr: 1e-2,
             rank: Some(4),
+            lora_targets: None,
             batch: 2,
             out_dir: out.to_path_buf(),
             all_versions: false,

@@ -110,7 +110,7 @@ mod tests {
     use crate::files::write_tiny_llama;
     use crate::learning::optim::OptimConfig;
     use crate::learning::rollouts::{prepare_rollouts, Rollout, RolloutCheck, RolloutGroup};
-    use crate::model::{sampled_logprobs, Adapter, LoraConfig, ATTENTION_MODULES, MLP_MODULES};
+    use crate::model::{sampled_logprobs, Adapter, LoraConfig, LoraTargets};
 
     /// The tiny model with a fresh LoRA (r = 4, no dropout) on all seven projections; the model
     /// keeps no handle on its files once loaded.
@@ -121,11 +121,7 @@ mod tests {
             rank: 4,
             alpha: 8.0,
             dropout: 0.0,
-            target_modules: ATTENTION_MODULES
-                .iter()
-                .chain(&MLP_MODULES)
-                .map(|m| m.to_string())
-                .collect(),
+            target_modules: LoraTargets::AllLinear.modules(),
             seed: 3,
         };
         Model::load(dir.path(), lora, DType::F32, &Device::Cpu).unwrap()

@@ -4,6 +4,9 @@
 //! a fresh adapter is the base model exactly. The trainable weights are `Var`s held by the model; the
 //! base weights are plain tensors and never become `Var`s.
 
+use std::fmt;
+use std::str::FromStr;
+
 use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -15,6 +18,65 @@ use super::ops::{self, LoraMatmul};
 pub const ATTENTION_MODULES: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
 /// The MLP projections, for `LoraConfig::target_modules` when the MLP is adapted too.
 pub const MLP_MODULES: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
+
+/// Which projections of each layer a new adapter adapts.
+///
+/// `AllLinear` (PEFT's `"all-linear"`) adds the MLP: Schulman et al., "LoRA Without Regret"
+/// (Thinking Machines, 2025) found attention-only LoRA trailing full fine-tuning even at matched
+/// parameter counts, and LoRA on every layer, the MLP above all, closing the gap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LoraTargets {
+    /// `q_proj`, `k_proj`, `v_proj`, `o_proj`.
+    #[default]
+    Attention,
+    /// The attention projections and `gate_proj`, `up_proj`, `down_proj`.
+    AllLinear,
+}
+
+impl LoraTargets {
+    pub fn modules(self) -> Vec<String> {
+        let mlp: &[&str] = match self {
+            Self::Attention => &[],
+            Self::AllLinear => &MLP_MODULES,
+        };
+        ATTENTION_MODULES
+            .iter()
+            .chain(mlp)
+            .map(|m| m.to_string())
+            .collect()
+    }
+
+    /// The targets a PEFT `target_modules` list names, if it is one of ours.
+    pub fn of_modules(modules: &[String]) -> Option<Self> {
+        [Self::Attention, Self::AllLinear].into_iter().find(|t| {
+            let ours = t.modules();
+            ours.len() == modules.len() && ours.iter().all(|m| modules.contains(m))
+        })
+    }
+}
+
+impl fmt::Display for LoraTargets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Attention => "attention",
+            Self::AllLinear => "all-linear",
+        })
+    }
+}
+
+impl FromStr for LoraTargets {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "attention" => Ok(Self::Attention),
+            "all-linear" => Ok(Self::AllLinear),
+            _ => Err(format!(
+                "unknown LoRA targets `{s}`: expected attention or all-linear"
+            )),
+        }
+    }
+}
 
 /// LoRA hyperparameters; `Default` is r = 16, α = 32, no dropout, attention projections only.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,7 +97,7 @@ impl Default for LoraConfig {
             rank: 16,
             alpha: 32.0,
             dropout: 0.0,
-            target_modules: ATTENTION_MODULES.iter().map(|m| m.to_string()).collect(),
+            target_modules: LoraTargets::Attention.modules(),
             seed: 0,
         }
     }
@@ -280,4 +342,31 @@ fn dropout(x: &Tensor, p: f64, seed: u64) -> candle_core::Result<Tensor> {
         .collect();
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     x * mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lora_targets_parse_name_their_modules_and_are_recognised_in_a_config() {
+        for t in [LoraTargets::Attention, LoraTargets::AllLinear] {
+            assert_eq!(t.to_string().parse::<LoraTargets>(), Ok(t));
+            assert_eq!(LoraTargets::of_modules(&t.modules()), Some(t));
+        }
+        let mut reordered = LoraTargets::AllLinear.modules();
+        reordered.reverse();
+        assert_eq!(
+            LoraTargets::of_modules(&reordered),
+            Some(LoraTargets::AllLinear)
+        );
+        assert_eq!(
+            LoraTargets::of_modules(&["q_proj".to_string(), "v_proj".to_string()]),
+            None
+        );
+        assert!("mlp"
+            .parse::<LoraTargets>()
+            .unwrap_err()
+            .contains("all-linear"));
+    }
 }

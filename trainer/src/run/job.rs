@@ -33,7 +33,7 @@ use crate::learning::{
     Inpo, Ipo, Objective, OptimConfig, PairSelection, PreparedPair, PreparedRollout, RolloutCheck,
     Rpo, Sppo, StepMetrics, TrainConfig, Trainer, UnitExtractor,
 };
-use crate::model::{Adapter, Compute, LoraConfig, LoraWeights, Model};
+use crate::model::{Adapter, Compute, LoraConfig, LoraTargets, LoraWeights, Model};
 
 /// The objectives a job runs (research/algorithms.md): pairwise ones on judged groups, and the
 /// GRPO family on rewarded groups.
@@ -134,6 +134,8 @@ pub struct JobConfig {
     pub lr: f64,
     /// LoRA rank of a new adapter (α = 2·rank); a child keeps its parent's shape.
     pub rank: Option<usize>,
+    /// Which projections a new adapter adapts (default: attention); a child keeps its parent's.
+    pub lora_targets: Option<LoraTargets>,
     /// Pairs per step.
     pub batch: usize,
     /// Adapter directories go to `<out_dir>/<version>/`.
@@ -222,6 +224,7 @@ impl JobConfig {
             "steps": self.steps,
             "lr": self.lr,
             "rank": self.rank,
+            "lora_targets": self.lora_targets.map(|t| t.to_string()),
             "batch": self.batch,
             "all_versions": self.all_versions,
             "seed": self.seed,
@@ -620,6 +623,7 @@ fn lora_config(config: &JobConfig, parent_dir: Option<&Path>) -> anyhow::Result<
         return Ok(LoraConfig {
             rank,
             alpha: 2.0 * rank as f64,
+            target_modules: config.lora_targets.unwrap_or_default().modules(),
             seed: config.seed,
             ..LoraConfig::default()
         });
@@ -633,6 +637,15 @@ fn lora_config(config: &JobConfig, parent_dir: Option<&Path>) -> anyhow::Result<
         bail!(
             "rank {rank} does not match the parent adapter's rank {}",
             parent.r
+        );
+    }
+    if let Some(targets) = config
+        .lora_targets
+        .filter(|t| LoraTargets::of_modules(&parent.target_modules) != Some(*t))
+    {
+        bail!(
+            "LoRA targets {targets} do not match the parent adapter's target_modules {:?}",
+            parent.target_modules
         );
     }
     Ok(LoraConfig {
@@ -699,5 +712,79 @@ mod tests {
             .parse::<Algorithm>()
             .unwrap_err()
             .contains("Given: ppo"));
+    }
+
+    fn job(rank: Option<usize>, lora_targets: Option<LoraTargets>) -> JobConfig {
+        JobConfig {
+            algorithm: Algorithm::Dpo,
+            model: PathBuf::from("model"),
+            parent: None,
+            since: None,
+            steps: 1,
+            lr: 1e-4,
+            rank,
+            lora_targets,
+            batch: 1,
+            out_dir: PathBuf::from("adapters"),
+            all_versions: false,
+            seed: 3,
+            grpo: GrpoSettings::default(),
+            compute: Compute::default(),
+        }
+    }
+
+    /// A parent adapter directory holding only its PEFT config.
+    fn parent_with(targets: LoraTargets) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let config = json!({"peft_type": "LORA", "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": "m", "r": 8, "lora_alpha": 16.0, "lora_dropout": 0.0,
+            "target_modules": targets.modules(), "bias": "none", "fan_in_fan_out": false,
+            "use_rslora": false, "inference_mode": true});
+        std::fs::write(dir.path().join(ADAPTER_CONFIG), config.to_string()).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_new_adapter_adapts_the_requested_projections_and_attention_by_default() {
+        let attention = lora_config(&job(None, None), None).unwrap();
+        let all = lora_config(&job(Some(4), Some(LoraTargets::AllLinear)), None).unwrap();
+
+        assert_eq!(
+            attention.target_modules,
+            ["q_proj", "k_proj", "v_proj", "o_proj"]
+        );
+        assert_eq!((attention.rank, attention.alpha), (DEFAULT_RANK, 32.0));
+        assert_eq!(all.target_modules.len(), 7);
+        assert!(all.targets("down_proj") && all.targets("q_proj"));
+        assert_eq!((all.rank, all.alpha, all.seed), (4, 8.0, 3));
+    }
+
+    #[test]
+    fn a_child_keeps_its_parents_shape_and_refuses_a_different_one() {
+        let parent = parent_with(LoraTargets::AllLinear);
+
+        let kept = lora_config(&job(None, None), Some(parent.path())).unwrap();
+        let same = lora_config(
+            &job(Some(8), Some(LoraTargets::AllLinear)),
+            Some(parent.path()),
+        );
+        let other = lora_config(
+            &job(None, Some(LoraTargets::Attention)),
+            Some(parent.path()),
+        );
+        let rank = lora_config(&job(Some(4), None), Some(parent.path()));
+
+        assert_eq!(kept.target_modules, LoraTargets::AllLinear.modules());
+        assert_eq!((kept.rank, kept.alpha), (8, 16.0));
+        assert_eq!(same.unwrap(), kept);
+        let other = other.unwrap_err().to_string();
+        assert!(
+            other.contains("LoRA targets attention do not match"),
+            "{other}"
+        );
+        assert!(rank
+            .unwrap_err()
+            .to_string()
+            .contains("rank 4 does not match"));
     }
 }
