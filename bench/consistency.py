@@ -333,7 +333,8 @@ def report(_args):
         s = data["setting"]
         lines += [f"Consistency-GRPO (`{name}`): {s['train_families']} train and {s['held_out_families']} "
                   f"held-out families, 5 variants × n = {s['n']} samples, T = {s['temperature']}, "
-                  f"max_tokens {s['max_tokens']}; {s['steps']} steps, lr {s['lr']}, rank {s['rank']}, "
+                  f"max_tokens {s['max_tokens']}; {s['steps']} steps, lr {s['lr']}, rank {s['rank']} "
+                  f"on {s.get('lora_targets', 'attention')}, "
                   f"batch {s['batch']} groups, {s.get('families_per_round') or s['train_families']} families a round, "
                   f"ε_high {s.get('epsilon_high', 0.28)}, loss {s.get('loss', 'dapo')}, β = {s['kl_beta']}, stability {s.get('stability', 'jaccard')}, "
                   f"Jaccard(∅, ∅) = {s.get('empty_agreement', 1.0):g}, "
