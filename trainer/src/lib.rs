@@ -52,7 +52,6 @@ pub use learning::{
 pub use model::{
     sampled_logprobs, sequence_logprobs, Adapter, Compute, Config, LoraConfig, LoraModule,
     LoraTargets, LoraWeights, Model, Sequence, SequenceLogprobs, TrainDevice, TrainDtype,
-    ATTENTION_MODULES, MLP_MODULES,
 };
 pub use run::{
     consistency_report, pairs_from_store, rollouts_from_store, run_every, run_job, spawn_worker,

@@ -14,10 +14,9 @@ use rand::{Rng, SeedableRng};
 use super::frozen::FrozenLinear;
 use super::ops::{self, LoraMatmul};
 
-/// The projections LoRA can target, by their Hugging Face module names.
-pub const ATTENTION_MODULES: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
-/// The MLP projections, for `LoraConfig::target_modules` when the MLP is adapted too.
-pub const MLP_MODULES: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
+/// The projections LoRA can target, by their Hugging Face module names ([`LoraTargets`] picks them).
+const ATTENTION_MODULES: [&str; 4] = ["q_proj", "k_proj", "v_proj", "o_proj"];
+const MLP_MODULES: [&str; 3] = ["gate_proj", "up_proj", "down_proj"];
 
 /// Which projections of each layer a new adapter adapts.
 ///

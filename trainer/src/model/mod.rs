@@ -33,7 +33,7 @@ pub use config::Config;
 pub(crate) use frame::Frame;
 pub(crate) use logprobs::{head_logprobs, packed_logprobs};
 pub use logprobs::{sampled_logprobs, sequence_logprobs, SequenceLogprobs};
-pub use lora::{LoraConfig, LoraModule, LoraTargets, LoraWeights, ATTENTION_MODULES, MLP_MODULES};
+pub use lora::{LoraConfig, LoraModule, LoraTargets, LoraWeights};
 pub(crate) use pack::Pack;
 pub use pack::Sequence;
 pub use policy::{Adapter, Model};

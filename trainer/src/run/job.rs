@@ -733,14 +733,24 @@ mod tests {
         }
     }
 
-    /// A parent adapter directory holding only its PEFT config.
+    /// A parent adapter directory holding only its PEFT config (r = 8, α = 16).
     fn parent_with(targets: LoraTargets) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let config = json!({"peft_type": "LORA", "task_type": "CAUSAL_LM",
-            "base_model_name_or_path": "m", "r": 8, "lora_alpha": 16.0, "lora_dropout": 0.0,
-            "target_modules": targets.modules(), "bias": "none", "fan_in_fan_out": false,
-            "use_rslora": false, "inference_mode": true});
-        std::fs::write(dir.path().join(ADAPTER_CONFIG), config.to_string()).unwrap();
+        let config = AdapterConfig {
+            peft_type: "LORA".into(),
+            task_type: "CAUSAL_LM".into(),
+            base_model_name_or_path: "m".into(),
+            r: 8,
+            lora_alpha: 16.0,
+            lora_dropout: 0.0,
+            target_modules: targets.modules(),
+            bias: "none".into(),
+            fan_in_fan_out: false,
+            use_rslora: false,
+            inference_mode: true,
+        };
+        let text = serde_json::to_string(&config).unwrap();
+        std::fs::write(dir.path().join(ADAPTER_CONFIG), text).unwrap();
         dir
     }
 
