@@ -117,7 +117,7 @@ class Server:
             "--lora-targets", args.lora_targets,
             "--batch", str(args.batch), "--kl-beta", str(args.kl_beta),
             "--empty-agreement", str(args.empty_agreement), "--stability", args.stability,
-            "--w-help", str(args.w_help), "--w-stab", str(args.w_stab),
+            "--w-help", str(args.w_help), "--w-stab", str(args.w_stab), "--n-max", str(args.n_max),
             "--worker-interval-secs", "5", "--promotion", "always", "--no-arena",
             "--follow-interval-secs", "2"]
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -338,7 +338,7 @@ def report(_args):
                   f"batch {s['batch']} groups, {s.get('families_per_round') or s['train_families']} families a round, "
                   f"ε_high {s.get('epsilon_high', 0.28)}, loss {s.get('loss', 'dapo')}, β = {s['kl_beta']}, stability {s.get('stability', 'jaccard')}, "
                   f"Jaccard(∅, ∅) = {s.get('empty_agreement', 1.0):g}, "
-                  f"w_h = {s.get('w_help', 0.3):g}, w_s = {s.get('w_stab', 0.7):g}.", "",
+                  f"w_h = {s.get('w_help', 0.3):g}, w_s = {s.get('w_stab', 0.7):g}, N_max = {s.get('n_max', 7)}.", "",
                   "| round | version | held-out entropy | change | helpfulness | units/answer | answer tokens "
                   "| top-item share | answers naming an item |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -394,6 +394,8 @@ def main():
         p.add_argument("--stability", default="jaccard", choices=["jaccard", "loo"])
         p.add_argument("--w-help", type=float, default=0.3, help="helpfulness weight (consistency)")
         p.add_argument("--w-stab", type=float, default=0.7, help="stability weight (consistency)")
+        p.add_argument("--n-max", type=int, default=7,
+                       help="units for full helpfulness in the training reward (consistency)")
         p.add_argument("--train-timeout", type=float, default=3600)
         p.add_argument("--held-out", type=int, default=10, help="held-out families (consistency)")
         p.add_argument("--train-families", type=int, default=16)

@@ -42,6 +42,24 @@ impl StoreArgs {
 }
 
 /// A database URL without its password, for logs.
+/// A flag's value in [0, 1].
+pub(crate) fn share(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("must be a number from 0 to 1. Given: {value}")),
+    }
+}
+
+/// A reward weight: finite and not negative.
+fn weight(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "must be a finite number, 0 or more. Given: {value}"
+        )),
+    }
+}
+
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
@@ -142,17 +160,22 @@ pub struct GrpoArgs {
     #[arg(long, env = "FLYWHEEL_UNITS")]
     pub units: Option<PathBuf>,
     /// Weight of helpfulness in the consistency reward.
-    #[arg(long, env = "FLYWHEEL_W_HELP", default_value_t = 0.3)]
+    #[arg(long, env = "FLYWHEEL_W_HELP", default_value_t = 0.3, value_parser = weight)]
     pub w_help: f64,
     /// Weight of stability in the consistency reward.
-    #[arg(long, env = "FLYWHEEL_W_STAB", default_value_t = 0.7)]
+    #[arg(long, env = "FLYWHEEL_W_STAB", default_value_t = 0.7, value_parser = weight)]
     pub w_stab: f64,
+    /// N_max of the helpfulness `min(1, log2(1+|U|)/log2(1+N_max))`: how many units earn full
+    /// helpfulness in the training reward (`GET /v1/consistency` always reports with §5.2's 7).
+    #[arg(long = "n-max", env = "FLYWHEEL_N_MAX", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub n_max: u64,
     /// The per-response stability: mean pairwise Jaccard, or leave-one-out agreement (`loo`).
     #[arg(long, env = "FLYWHEEL_STABILITY", value_enum, default_value_t = StabilityFlag::Jaccard)]
     pub stability: StabilityFlag,
     /// What two answers with no units score as agreeing, in [0, 1]: 1 (research §5.2) or 0, so
     /// that only shared items count as agreement.
-    #[arg(long, env = "FLYWHEEL_EMPTY_AGREEMENT", default_value_t = 1.0)]
+    #[arg(long, env = "FLYWHEEL_EMPTY_AGREEMENT", default_value_t = 1.0, value_parser = share)]
     pub empty_agreement: f64,
     /// The largest mean per-token gap (nats) between a response's stored log-probs and the
     /// policy's before the response is refused as not the policy's own.
@@ -235,7 +258,7 @@ impl GrpoArgs {
                     StabilityFlag::Loo => StabilityMeasure::LeaveOneOutAgreement,
                 },
                 empty_agreement: self.empty_agreement,
-                ..defaults.consistency
+                n_max: usize::try_from(self.n_max).expect("--n-max is at most 1000"),
             },
             check: RolloutCheck {
                 max_gap: self.max_logprob_gap,
@@ -402,8 +425,18 @@ mod tests {
         );
         assert_eq!(strict.empty_agreement, 0.0);
         assert!(parse(&["--stability", "cosine"]).is_err());
-        let out_of_range = parse(&["--empty-agreement", "2"]).unwrap();
-        assert!(out_of_range.validate().is_err());
+        assert_eq!(parse(&["--n-max", "1"]).unwrap().n_max, 1);
+        // Out-of-range settings are refused when the command starts, not at the first run.
+        for bad in [
+            &["--empty-agreement", "2"][..],
+            &["--n-max", "0"],
+            &["--n-max", "-1"],
+            &["--w-help", "-0.1"],
+            &["--w-stab", "NaN"],
+            &["--w-stab", "inf"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use flywheel_trainer::WorkerConfig;
 
-use super::args::{ArenaArgs, StoreArgs, WorkerSettings};
+use super::args::{share, ArenaArgs, StoreArgs, WorkerSettings};
 use crate::api::annotation::AnnotationConfig;
 use crate::api::auth::AuthMode;
 use crate::api::ApiConfig;
@@ -90,13 +90,6 @@ pub struct ServeArgs {
     pub worker: WorkerSettings,
     #[command(flatten)]
     pub arena: ArenaArgs,
-}
-
-fn share(value: &str) -> Result<f64, String> {
-    match value.parse::<f64>() {
-        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
-        _ => Err(format!("must be a number from 0 to 1. Given: {value}")),
-    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
