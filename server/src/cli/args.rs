@@ -41,7 +41,6 @@ impl StoreArgs {
     }
 }
 
-/// A database URL without its password, for logs.
 /// A flag's value in [0, 1].
 pub(crate) fn share(value: &str) -> Result<f64, String> {
     match value.parse::<f64>() {
@@ -60,6 +59,7 @@ fn weight(value: &str) -> Result<f64, String> {
     }
 }
 
+/// A database URL without its password, for logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
