@@ -118,6 +118,7 @@ class Server:
             "--batch", str(args.batch), "--kl-beta", str(args.kl_beta),
             "--empty-agreement", str(args.empty_agreement), "--stability", args.stability,
             "--w-help", str(args.w_help), "--w-stab", str(args.w_stab), "--n-max", str(args.n_max),
+            "--kl-linear-above", str(args.kl_linear_above),
             "--worker-interval-secs", "5", "--promotion", "always", "--no-arena",
             "--follow-interval-secs", "2"]
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
@@ -203,7 +204,14 @@ def run_consistency(args):
                "rounds": []}
     try:
         version = 0
-        report = measure_consistency(args, server, version, held_out, 0)
+        if args.base_from:
+            # The base row is seeded and the same binary samples it the same way every run.
+            earlier = json.load(open(args.base_from))
+            for key in ("held_out", "seed", "n", "temperature", "max_tokens", "model"):
+                assert earlier["setting"][key] == getattr(args, key), f"{args.base_from}: {key} differs"
+            report = earlier["rounds"][0]["held_out"]
+        else:
+            report = measure_consistency(args, server, version, held_out, 0)
         results["rounds"].append({"round": 0, "version": 0, "held_out": report})
         print(f"round 0 (base): {summary(report)}", flush=True)
         save(results, args.tag or "consistency")
@@ -336,7 +344,8 @@ def report(_args):
                   f"max_tokens {s['max_tokens']}; {s['steps']} steps, lr {s['lr']}, rank {s['rank']} "
                   f"on {s.get('lora_targets', 'attention')}, "
                   f"batch {s['batch']} groups, {s.get('families_per_round') or s['train_families']} families a round, "
-                  f"ε_high {s.get('epsilon_high', 0.28)}, loss {s.get('loss', 'dapo')}, β = {s['kl_beta']}, stability {s.get('stability', 'jaccard')}, "
+                  f"ε_high {s.get('epsilon_high', 0.28)}, loss {s.get('loss', 'dapo')}, β = {s['kl_beta']}, "
+                  f"k3 linear above {s.get('kl_linear_above', 'inf')}, stability {s.get('stability', 'jaccard')}, "
                   f"Jaccard(∅, ∅) = {s.get('empty_agreement', 1.0):g}, "
                   f"w_h = {s.get('w_help', 0.3):g}, w_s = {s.get('w_stab', 0.7):g}, N_max = {s.get('n_max', 7)}.", "",
                   "| round | version | held-out entropy | change | helpfulness | units/answer | answer tokens "
@@ -389,6 +398,8 @@ def main():
         p.add_argument("--lora-targets", default="attention", choices=["attention", "all-linear"])
         p.add_argument("--batch", type=int, default=2)
         p.add_argument("--kl-beta", type=float, default=0.04)
+        p.add_argument("--kl-linear-above", type=float, default=2.5,
+                       help="k3 KL continues as its tangent above this log-ratio (inf: exact k3)")
         p.add_argument("--empty-agreement", type=float, default=1.0,
                        help="Jaccard(∅, ∅) in the stability reward: 1 (§5.2) or 0")
         p.add_argument("--stability", default="jaccard", choices=["jaccard", "loo"])
@@ -398,6 +409,8 @@ def main():
                        help="units for full helpfulness in the training reward (consistency)")
         p.add_argument("--train-timeout", type=float, default=3600)
         p.add_argument("--held-out", type=int, default=10, help="held-out families (consistency)")
+        p.add_argument("--base-from", default="",
+                       help="take the base row from this earlier results file instead of sampling it")
         p.add_argument("--train-families", type=int, default=16)
         p.add_argument("--families-per-round", type=int, default=0,
                        help="train families sampled a round, in turn (0: all of them)")

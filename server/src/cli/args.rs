@@ -59,6 +59,16 @@ fn weight(value: &str) -> Result<f64, String> {
     }
 }
 
+/// The k3 KL's cap: above 0, `inf` for none.
+fn kl_cap(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "must be a number above 0, or inf for the exact k3. Given: {value}"
+        )),
+    }
+}
+
 /// A database URL without its password, for logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -149,6 +159,10 @@ pub struct GrpoArgs {
     /// k3 KL coefficient to the base model (0 turns the term off).
     #[arg(long = "kl-beta", env = "FLYWHEEL_GRPO_BETA", default_value_t = 0.04)]
     pub beta: f64,
+    /// Above this log-ratio log π_ref − log π_θ the k3 KL term continues as its tangent, so one
+    /// token the policy has all but ruled out cannot own a step (`inf`: the exact k3).
+    #[arg(long, env = "FLYWHEEL_GRPO_KL_LINEAR_ABOVE", default_value_t = 2.5, value_parser = kl_cap)]
+    pub kl_linear_above: f64,
     /// Lower clip ε_low of the ratio.
     #[arg(long, env = "FLYWHEEL_GRPO_EPSILON_LOW", default_value_t = 0.2)]
     pub epsilon_low: f64,
@@ -246,6 +260,7 @@ impl GrpoArgs {
                 epsilon_low: self.epsilon_low,
                 epsilon_high: self.epsilon_high,
                 beta: self.beta,
+                kl_linear_above: self.kl_linear_above,
                 aggregation,
             },
             rewards: self.rewards,
@@ -472,6 +487,24 @@ mod tests {
         assert_eq!(batch.scale_rewards, ScaleRewards::Batch);
         assert_eq!(batch.baseline, Baseline::Mean);
         assert!(parse(&["--scale-rewards", "token"]).is_err());
+        let kl = |args: &[&str]| {
+            Flags::try_parse_from(std::iter::once("flywheel").chain(args.iter().copied()))
+                .map(|f| f.grpo.settings(64).loss.kl_linear_above)
+        };
+        assert_eq!(
+            kl(&[]).unwrap(),
+            flywheel_trainer::GrpoSettings::default()
+                .loss
+                .kl_linear_above
+        );
+        assert_eq!(kl(&["--kl-linear-above", "1.5"]).unwrap(), 1.5);
+        assert_eq!(kl(&["--kl-linear-above", "inf"]).unwrap(), f64::INFINITY);
+        for bad in ["0", "-1", "NaN", "x"] {
+            assert!(
+                kl(&["--kl-linear-above", bad]).is_err(),
+                "{bad} was accepted"
+            );
+        }
     }
 
     #[test]

@@ -171,6 +171,7 @@ impl Default for GrpoSettings {
         Self {
             loss: Grpo {
                 beta: 0.04,
+                kl_linear_above: 2.5,
                 ..Grpo::dapo()
             },
             rewards: GrpoRewards::default(),
@@ -195,6 +196,7 @@ impl GrpoSettings {
             "epsilon_low": loss.epsilon_low,
             "epsilon_high": loss.epsilon_high,
             "beta": loss.beta,
+            "kl_linear_above": Some(loss.kl_linear_above).filter(|c| c.is_finite()),
             "rewards": self.rewards.name(),
             "units": self.units.as_ref().map(|p| p.display().to_string()),
             "w_help": self.consistency.w_help,

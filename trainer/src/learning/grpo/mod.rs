@@ -137,6 +137,9 @@ pub struct Grpo {
     pub epsilon_high: f64,
     /// k3 KL coefficient, ≥ 0; 0 drops the term and the need for reference log-probs.
     pub beta: f64,
+    /// Above this `x = log π_ref − log π_θ` the k3 term goes on as its tangent, bounding one token's
+    /// pull at `e^x − 1` (> 0; `f64::INFINITY`, the papers' and TRL's setting, is the exact k3).
+    pub kl_linear_above: f64,
     pub aggregation: Aggregation,
 }
 
@@ -147,6 +150,7 @@ impl Default for Grpo {
             epsilon_low: 0.2,
             epsilon_high: 0.2,
             beta: 0.0,
+            kl_linear_above: f64::INFINITY,
             aggregation: Aggregation::Dapo,
         }
     }
@@ -197,7 +201,8 @@ impl Grpo {
     }
 
     /// # Errors
-    /// `Error::Setting` for ε_low outside [0, 1], a negative ε_high or β, or a bad advantage setting.
+    /// `Error::Setting` for ε_low outside [0, 1], a negative ε_high or β, a KL cap that is not
+    /// above 0, or a bad advantage setting.
     pub fn validate(&self) -> Result<()> {
         let bad =
             |what: &str, v: f64| Err(Error::Setting(format!("GRPO {what} = {v} is out of range")));
@@ -209,6 +214,9 @@ impl Grpo {
         }
         if !(self.beta.is_finite() && self.beta >= 0.0) {
             return bad("β", self.beta);
+        }
+        if self.kl_linear_above.is_nan() || self.kl_linear_above <= 0.0 {
+            return bad("KL linear-above cap", self.kl_linear_above);
         }
         self.advantages.validate()
     }
@@ -237,7 +245,7 @@ impl Grpo {
         let pg = clipped_surrogate(&rho, &advantages, self.epsilon_low, self.epsilon_high)?;
         match (&batch.reference, self.needs_reference()) {
             (Some(reference), true) => {
-                let kl = k3_kl(policy, &fixed(reference)?)?;
+                let kl = k3_kl(policy, &fixed(reference)?, self.kl_linear_above)?;
                 Ok((pg + (kl * self.beta)?)?)
             }
             _ => Ok(pg),
@@ -383,10 +391,17 @@ mod tests {
             },
         ];
         for aggregation in aggregations {
-            for (epsilon_high, beta) in [(0.2, 0.04), (0.28, 0.0), (0.28, 0.5)] {
+            // A KL cap of 1 puts token 3 (x = 1.4) on the tangent; the others stay below it.
+            for (epsilon_high, beta, kl_linear_above) in [
+                (0.2, 0.04, f64::INFINITY),
+                (0.28, 0.0, f64::INFINITY),
+                (0.28, 0.5, f64::INFINITY),
+                (0.28, 0.5, 1.0),
+            ] {
                 let grpo = Grpo {
                     epsilon_high,
                     beta,
+                    kl_linear_above,
                     aggregation,
                     ..Grpo::default()
                 };
@@ -517,6 +532,14 @@ mod tests {
             },
             Grpo {
                 beta: f64::NAN,
+                ..needs
+            },
+            Grpo {
+                kl_linear_above: 0.0,
+                ..needs
+            },
+            Grpo {
+                kl_linear_above: f64::NAN,
                 ..needs
             },
         ] {
