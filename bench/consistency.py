@@ -402,7 +402,7 @@ def main():
                        help="k3 KL continues as its tangent above this log-ratio (inf: exact k3)")
         p.add_argument("--empty-agreement", type=float, default=1.0,
                        help="Jaccard(∅, ∅) in the stability reward: 1 (§5.2) or 0")
-        p.add_argument("--stability", default="jaccard", choices=["jaccard", "loo"])
+        p.add_argument("--stability", default="jaccard", choices=["jaccard", "loo", "entropy"])
         p.add_argument("--w-help", type=float, default=0.3, help="helpfulness weight (consistency)")
         p.add_argument("--w-stab", type=float, default=0.7, help="stability weight (consistency)")
         p.add_argument("--n-max", type=int, default=7,

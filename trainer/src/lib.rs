@@ -39,15 +39,15 @@ pub use files::{
     AdapterConfig, ImportSummary, ModelFileError, RandomShape, IMPORT_MARKER, TINY_SPECIAL_TOKENS,
 };
 pub use learning::{
-    build_pairs, canonical_unit, consistency_entropy, consistency_rewards, group_advantages,
-    group_pair, helpfulness, is_zero_variance, jaccard, loo_agreement, prepare_pairs,
-    prepare_rollouts, stability, top_unit_share, AdvantageConfig, Aggregation, Baseline, Candidate,
-    ConsistencyConfig, ConsistencyRewards, Dpo, ExtractorSpec, Grpo, GrpoStats, GrpoStepMetrics,
-    GrpoTrainer, Inpo, Ipo, ItemSpec, JudgedGroup, Objective, OptimConfig, PairBatch, PairExample,
-    PairSelection, PatternSpec, PreparedPair, PreparedRollout, Reference, RewardStd, Rollout,
-    RolloutCheck, RolloutGroup, RolloutReport, Rpo, ScaleRewards, Schedule, Sppo, SppoVariant,
-    StabilityMeasure, StepMetrics, TokenBatch, TrainConfig, Trainer, UnitExtractor, UnitSet,
-    EXTRACTOR_CODE_VERSION,
+    build_pairs, canonical_unit, consistency_entropy, consistency_rewards, entropy_share,
+    group_advantages, group_pair, helpfulness, is_zero_variance, jaccard, loo_agreement,
+    prepare_pairs, prepare_rollouts, stability, top_unit_share, AdvantageConfig, Aggregation,
+    Baseline, Candidate, ConsistencyConfig, ConsistencyRewards, Dpo, ExtractorSpec, Grpo,
+    GrpoStats, GrpoStepMetrics, GrpoTrainer, Inpo, Ipo, ItemSpec, JudgedGroup, Objective,
+    OptimConfig, PairBatch, PairExample, PairSelection, PatternSpec, PreparedPair, PreparedRollout,
+    Reference, RewardStd, Rollout, RolloutCheck, RolloutGroup, RolloutReport, Rpo, ScaleRewards,
+    Schedule, Sppo, SppoVariant, StabilityMeasure, StepMetrics, TokenBatch, TrainConfig, Trainer,
+    UnitExtractor, UnitSet, EXTRACTOR_CODE_VERSION,
 };
 pub use model::{
     sampled_logprobs, sequence_logprobs, Adapter, Compute, Config, LoraConfig, LoraModule,

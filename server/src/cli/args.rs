@@ -184,7 +184,8 @@ pub struct GrpoArgs {
     #[arg(long = "n-max", env = "FLYWHEEL_N_MAX", default_value_t = 7,
           value_parser = clap::value_parser!(u64).range(1..=1_000))]
     pub n_max: u64,
-    /// The per-response stability: mean pairwise Jaccard, or leave-one-out agreement (`loo`).
+    /// The per-response stability: mean pairwise Jaccard, leave-one-out agreement (`loo`), or the
+    /// answer's leave-one-out share of the group's consistency entropy (`entropy`, ours).
     #[arg(long, env = "FLYWHEEL_STABILITY", value_enum, default_value_t = StabilityFlag::Jaccard)]
     pub stability: StabilityFlag,
     /// What two answers with no units score as agreeing, in [0, 1]: 1 (research §5.2) or 0, so
@@ -227,6 +228,7 @@ pub enum BaselineFlag {
 pub enum StabilityFlag {
     Jaccard,
     Loo,
+    Entropy,
 }
 
 impl GrpoArgs {
@@ -271,6 +273,7 @@ impl GrpoArgs {
                 stability: match self.stability {
                     StabilityFlag::Jaccard => StabilityMeasure::Jaccard,
                     StabilityFlag::Loo => StabilityMeasure::LeaveOneOutAgreement,
+                    StabilityFlag::Entropy => StabilityMeasure::EntropyShare,
                 },
                 empty_agreement: self.empty_agreement,
                 n_max: usize::try_from(self.n_max).expect("--n-max is at most 1000"),
@@ -439,6 +442,10 @@ mod tests {
             flywheel_trainer::StabilityMeasure::LeaveOneOutAgreement
         );
         assert_eq!(strict.empty_agreement, 0.0);
+        assert_eq!(
+            parse(&["--stability", "entropy"]).unwrap().stability,
+            flywheel_trainer::StabilityMeasure::EntropyShare
+        );
         assert!(parse(&["--stability", "cosine"]).is_err());
         assert_eq!(parse(&["--n-max", "1"]).unwrap().n_max, 1);
         // Out-of-range settings are refused when the command starts, not at the first run.

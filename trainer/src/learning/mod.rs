@@ -27,9 +27,9 @@ mod rollouts;
 mod train;
 
 pub use consistency::{
-    canonical_unit, consistency_entropy, consistency_rewards, helpfulness, jaccard, loo_agreement,
-    stability, top_unit_share, ConsistencyConfig, ConsistencyRewards, ExtractorSpec, ItemSpec,
-    PatternSpec, StabilityMeasure, UnitExtractor, UnitSet, EXTRACTOR_CODE_VERSION,
+    canonical_unit, consistency_entropy, consistency_rewards, entropy_share, helpfulness, jaccard,
+    loo_agreement, stability, top_unit_share, ConsistencyConfig, ConsistencyRewards, ExtractorSpec,
+    ItemSpec, PatternSpec, StabilityMeasure, UnitExtractor, UnitSet, EXTRACTOR_CODE_VERSION,
 };
 pub use data::{build_pairs, group_pair, Candidate, JudgedGroup, PairSelection};
 #[cfg(test)]

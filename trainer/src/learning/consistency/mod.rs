@@ -8,7 +8,8 @@
 //!
 //! - `units`: the deterministic, versioned information-unit extractor ([`UnitExtractor`]: an item
 //!   table with aliases and regular expressions from a JSON file, canonicalised).
-//! - `rewards`: helpfulness, stability (pairwise Jaccard, or leave-one-out agreement), the group
+//! - `rewards`: helpfulness, stability (pairwise Jaccard, leave-one-out agreement, or the entropy
+//!   share), the group
 //!   consistency entropy, and the weighted, optionally quality-gated reward
 //!   ([`consistency_rewards`]; w_h = 0.3, w_s = 0.7, N_max = 7 by default).
 //!
@@ -20,8 +21,8 @@ mod rewards;
 mod units;
 
 pub use rewards::{
-    consistency_entropy, consistency_rewards, helpfulness, jaccard, loo_agreement, stability,
-    top_unit_share, ConsistencyConfig, ConsistencyRewards, StabilityMeasure,
+    consistency_entropy, consistency_rewards, entropy_share, helpfulness, jaccard, loo_agreement,
+    stability, top_unit_share, ConsistencyConfig, ConsistencyRewards, StabilityMeasure,
 };
 pub use units::{
     canonical_unit, ExtractorSpec, ItemSpec, PatternSpec, UnitExtractor, UnitSet,

@@ -12,6 +12,10 @@
 //! - `Stab(y_m) = (1/(G−1)) Σ_{k≠m} Jaccard(U_m, U_k)`, with Jaccard(∅, ∅) = 1; or the alternative
 //!   leave-one-out agreement `1 − (1/|∪U|) Σ_{u∈∪U} |1[u∈U_m] − f_{−m}(u)|`, with f_{−m} the
 //!   fraction of the *other* responses carrying u (1 when ∪U = ∅);
+//! - ours beyond §5.2, the entropy share `Stab(y_m) = H_stab(G ∖ m) − H_stab(G)` in [−1, 1]: how
+//!   much the group's consistency entropy would rise without y_m: each answer's own effect on the
+//!   metric, where Jaccard gives partial credit for items half the group shares, which H_stab
+//!   charges most for (h2(1/2) = 1);
 //! - ours beyond §5.2: `empty_agreement` replaces the 1 that two empty unit sets (or an all-empty
 //!   group) score as agreeing. §5.2's 1 rewards agreeing on *nothing* as much as agreeing on the same
 //!   items, which on a model that names few items pushes towards naming none (bench/RESULTS.md,
@@ -37,6 +41,8 @@ pub enum StabilityMeasure {
     Jaccard,
     /// §5.2's "entropy-consistent leave-one-out agreement" alternative.
     LeaveOneOutAgreement,
+    /// Ours: `H_stab(G ∖ m) − H_stab(G)`, the response's leave-one-out share of the entropy.
+    EntropyShare,
 }
 
 impl StabilityMeasure {
@@ -45,6 +51,7 @@ impl StabilityMeasure {
         match self {
             Self::Jaccard => "jaccard",
             Self::LeaveOneOutAgreement => "loo",
+            Self::EntropyShare => "entropy",
         }
     }
 }
@@ -204,6 +211,27 @@ pub fn loo_agreement(sets: &[UnitSet], empty: f64) -> Result<Vec<f64>> {
         .collect())
 }
 
+/// Ours: `H_stab(G ∖ m) − H_stab(G)` per response, in [−1, 1]; 0 for all when every response
+/// carries the same unit set.
+///
+/// # Errors
+/// `Error::NoData` for fewer than two responses.
+pub fn entropy_share(sets: &[UnitSet]) -> Result<Vec<f64>> {
+    at_least_two(sets)?;
+    let whole = consistency_entropy(sets)?;
+    (0..sets.len())
+        .map(|m| {
+            let rest: Vec<UnitSet> = sets
+                .iter()
+                .enumerate()
+                .filter(|&(k, _)| k != m)
+                .map(|(_, set)| set.clone())
+                .collect();
+            Ok(consistency_entropy(&rest)? - whole)
+        })
+        .collect()
+}
+
 /// `h2(p) = −p log2 p − (1−p) log2(1−p)`, 0 at p ∈ {0, 1}.
 fn binary_entropy(p: f64) -> f64 {
     if p <= 0.0 || p >= 1.0 {
@@ -277,6 +305,7 @@ pub fn consistency_rewards(
     let stability = match config.stability {
         StabilityMeasure::Jaccard => stability(sets, config.empty_agreement)?,
         StabilityMeasure::LeaveOneOutAgreement => loo_agreement(sets, config.empty_agreement)?,
+        StabilityMeasure::EntropyShare => entropy_share(sets)?,
     };
     let unit_counts: Vec<usize> = sets.iter().map(UnitSet::len).collect();
     let helpfulness = unit_counts
@@ -386,6 +415,59 @@ mod tests {
         let r = consistency_rewards(&sets, &ConsistencyConfig::default(), None).unwrap();
         assert_close(&r.rewards, &[0.6083333333, 0.6251629167, 0.6083333333]);
         assert!((r.entropy - 0.4591479170).abs() < 1e-9);
+    }
+
+    /// Ours: on §5.2's sets (H = 0.4591479170), leaving out U1 = {A,B,C} or U3 = {A,B,D} leaves a
+    /// lone D or C at f = 1/2 among A, B, D (H = 1/3), and leaving out U2 = {A,B} leaves C and D at
+    /// f = 1/2 among four units (H = 1/2): shares [−0.1258145837, 0.0408520830, −0.1258145837], so
+    /// the consensus core ranks first. Beside nine answers naming {A}, an answer naming {A, B} (a
+    /// stray) or nothing gets a negative share and each of the nine a positive one.
+    #[test]
+    fn the_entropy_share_prices_strays_and_omissions_as_the_entropy_does() {
+        let sets = section_5_2_sets();
+        let share = entropy_share(&sets).unwrap();
+        assert_close(&share, &[-0.1258145837, 0.0408520830, -0.1258145837]);
+        let config = ConsistencyConfig {
+            stability: StabilityMeasure::EntropyShare,
+            ..ConsistencyConfig::default()
+        };
+        let r = consistency_rewards(&sets, &config, None).unwrap();
+        assert_eq!(r.stability, share);
+        assert_eq!(StabilityMeasure::EntropyShare.name(), "entropy");
+
+        let h2 = |p: f64| -p * p.log2() - (1.0 - p) * (1.0 - p).log2();
+        // Nine answers name {A}, the tenth {A, B}: H = h2(0.1)/2. Without the stray, H = 0;
+        // without one of the nine, A stays at 9/9 and B is at 1/9: H = h2(1/9)/2.
+        let mut stray = vec![set(&["alpha"]); 9];
+        stray.push(set(&["alpha", "beta"]));
+        let share = entropy_share(&stray).unwrap();
+        let whole = h2(0.1) / 2.0;
+        assert!((share[9] + whole).abs() < 1e-12, "{share:?}");
+        for s in &share[..9] {
+            assert!(
+                (s - (h2(1.0 / 9.0) / 2.0 - whole)).abs() < 1e-12,
+                "{share:?}"
+            );
+            assert!(*s > 0.0);
+        }
+        // Nine answers name {A}, the tenth nothing: H = h2(0.9). Without the empty answer, H = 0;
+        // without one of the nine, A is at 8/9: H = h2(8/9).
+        let mut omission = vec![set(&["alpha"]); 9];
+        omission.push(UnitSet::default());
+        let share = entropy_share(&omission).unwrap();
+        assert!((share[9] + h2(0.9)).abs() < 1e-12, "{share:?}");
+        for s in &share[..9] {
+            assert!((s - (h2(8.0 / 9.0) - h2(0.9))).abs() < 1e-12, "{share:?}");
+            assert!(*s > 0.0);
+        }
+        assert_eq!(
+            entropy_share(&[set(&["alpha"]), set(&["alpha"])]).unwrap(),
+            vec![0.0, 0.0]
+        );
+        assert!(matches!(
+            entropy_share(&[set(&["alpha"])]),
+            Err(Error::NoData(_))
+        ));
     }
 
     /// Ours: the LOO stability with the default weights gives 0.3·Help + 0.7·[0.625, 0.75, 0.625];
