@@ -217,19 +217,18 @@ pub fn loo_agreement(sets: &[UnitSet], empty: f64) -> Result<Vec<f64>> {
 /// # Errors
 /// `Error::NoData` for fewer than two responses.
 pub fn entropy_share(sets: &[UnitSet]) -> Result<Vec<f64>> {
-    at_least_two(sets)?;
-    let whole = consistency_entropy(sets)?;
-    (0..sets.len())
-        .map(|m| {
-            let rest: Vec<UnitSet> = sets
+    let others = at_least_two(sets)?;
+    let counts = unit_counts(sets);
+    let whole = entropy_of_counts(counts.values().copied(), sets.len() as f64);
+    Ok(sets
+        .iter()
+        .map(|set| {
+            let without = counts
                 .iter()
-                .enumerate()
-                .filter(|&(k, _)| k != m)
-                .map(|(_, set)| set.clone())
-                .collect();
-            Ok(consistency_entropy(&rest)? - whole)
+                .map(|(&unit, &count)| count - usize::from(set.contains(unit)));
+            entropy_of_counts(without, others) - whole
         })
-        .collect()
+        .collect())
 }
 
 /// `h2(p) = −p log2 p − (1−p) log2(1−p)`, 0 at p ∈ {0, 1}.
@@ -250,16 +249,25 @@ pub fn consistency_entropy(sets: &[UnitSet]) -> Result<f64> {
             "the consistency entropy of an empty group".into(),
         ));
     }
-    let counts = unit_counts(sets);
-    if counts.is_empty() {
-        return Ok(0.0);
+    Ok(entropy_of_counts(
+        unit_counts(sets).into_values(),
+        sets.len() as f64,
+    ))
+}
+
+/// H_stab from each unit's response count among `g` responses; units counted 0 times are not in
+/// the union. 0 for an empty union.
+fn entropy_of_counts(counts: impl Iterator<Item = usize>, g: f64) -> f64 {
+    let (total, units) = counts
+        .filter(|&count| count > 0)
+        .fold((0.0, 0usize), |(total, units), count| {
+            (total + binary_entropy(count as f64 / g), units + 1)
+        });
+    if units == 0 {
+        0.0
+    } else {
+        total / units as f64
     }
-    let g = sets.len() as f64;
-    let total: f64 = counts
-        .values()
-        .map(|&count| binary_entropy(count as f64 / g))
-        .sum();
-    Ok(total / counts.len() as f64)
 }
 
 /// The share of a group's answers that name its most often named unit (0 when none names any).
