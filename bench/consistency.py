@@ -346,7 +346,7 @@ def report(_args):
                   f"batch {s['batch']} groups, {s.get('families_per_round') or s['train_families']} families a round, "
                   f"ε_high {s.get('epsilon_high', 0.28)}, loss {s.get('loss', 'dapo')}, β = {s['kl_beta']}, "
                   f"k3 linear above {s.get('kl_linear_above', 'inf')}, stability {s.get('stability', 'jaccard')}, "
-                  f"Jaccard(∅, ∅) = {s.get('empty_agreement', 1.0):g}, "
+                  f"empty agreement {s.get('empty_agreement', 1.0):g}, "
                   f"w_h = {s.get('w_help', 0.3):g}, w_s = {s.get('w_stab', 0.7):g}, N_max = {s.get('n_max', 7)}.", "",
                   "| round | version | held-out entropy | change | helpfulness | units/answer | answer tokens "
                   "| top-item share | answers naming an item |",

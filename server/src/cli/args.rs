@@ -189,7 +189,8 @@ pub struct GrpoArgs {
     #[arg(long, env = "FLYWHEEL_STABILITY", value_enum, default_value_t = StabilityFlag::Jaccard)]
     pub stability: StabilityFlag,
     /// What two answers with no units score as agreeing, in [0, 1]: 1 (research §5.2) or 0, so
-    /// that only shared items count as agreement.
+    /// that only shared items count as agreement; with `--stability entropy`, the factor on the
+    /// positive share of an answer that names nothing.
     #[arg(long, env = "FLYWHEEL_EMPTY_AGREEMENT", default_value_t = 1.0, value_parser = share)]
     pub empty_agreement: f64,
     /// The largest mean per-token gap (nats) between a response's stored log-probs and the

@@ -19,7 +19,10 @@
 //! - ours beyond §5.2: `empty_agreement` replaces the 1 that two empty unit sets (or an all-empty
 //!   group) score as agreeing. §5.2's 1 rewards agreeing on *nothing* as much as agreeing on the same
 //!   items, which on a model that names few items pushes towards naming none (bench/RESULTS.md,
-//!   issue 12); 0 counts only shared items as agreement;
+//!   issue 12); 0 counts only shared items as agreement. For the entropy share it scales the
+//!   *positive* share of an answer that names nothing (such an answer lowers the entropy only by
+//!   siding with a silent majority); its negative share, the cost of omitting what the others name,
+//!   stays whole;
 //! - `R(y_m) = gate_m · (w_h·Help(y_m) + w_s·Stab(y_m))`, the gate in [0, 1] optional (1 without);
 //! - the group consistency entropy (a diagnostic and eval metric, not a reward):
 //!   `H_stab = (1/|∪U|) Σ_{u∈∪U} h2(f(u))`, `f(u) = (1/G) Σ_m 1[u ∈ U_m]`,
@@ -212,11 +215,12 @@ pub fn loo_agreement(sets: &[UnitSet], empty: f64) -> Result<Vec<f64>> {
 }
 
 /// Ours: `H_stab(G ∖ m) − H_stab(G)` per response, in [−1, 1]; 0 for all when every response
-/// carries the same unit set.
+/// carries the same unit set. A response without units has a positive share multiplied by `empty`
+/// (1: the share as is; 0: naming nothing never earns stability).
 ///
 /// # Errors
 /// `Error::NoData` for fewer than two responses.
-pub fn entropy_share(sets: &[UnitSet]) -> Result<Vec<f64>> {
+pub fn entropy_share(sets: &[UnitSet], empty: f64) -> Result<Vec<f64>> {
     let others = at_least_two(sets)?;
     let counts = unit_counts(sets);
     let whole = entropy_of_counts(counts.values().copied(), sets.len() as f64);
@@ -226,7 +230,12 @@ pub fn entropy_share(sets: &[UnitSet]) -> Result<Vec<f64>> {
             let without = counts
                 .iter()
                 .map(|(&unit, &count)| count - usize::from(set.contains(unit)));
-            entropy_of_counts(without, others) - whole
+            let share = entropy_of_counts(without, others) - whole;
+            if set.is_empty() && share > 0.0 {
+                share * empty
+            } else {
+                share
+            }
         })
         .collect())
 }
@@ -313,7 +322,7 @@ pub fn consistency_rewards(
     let stability = match config.stability {
         StabilityMeasure::Jaccard => stability(sets, config.empty_agreement)?,
         StabilityMeasure::LeaveOneOutAgreement => loo_agreement(sets, config.empty_agreement)?,
-        StabilityMeasure::EntropyShare => entropy_share(sets)?,
+        StabilityMeasure::EntropyShare => entropy_share(sets, config.empty_agreement)?,
     };
     let unit_counts: Vec<usize> = sets.iter().map(UnitSet::len).collect();
     let helpfulness = unit_counts
@@ -433,7 +442,7 @@ mod tests {
     #[test]
     fn the_entropy_share_prices_strays_and_omissions_as_the_entropy_does() {
         let sets = section_5_2_sets();
-        let share = entropy_share(&sets).unwrap();
+        let share = entropy_share(&sets, 1.0).unwrap();
         assert_close(&share, &[-0.1258145837, 0.0408520830, -0.1258145837]);
         let config = ConsistencyConfig {
             stability: StabilityMeasure::EntropyShare,
@@ -448,7 +457,7 @@ mod tests {
         // without one of the nine, A stays at 9/9 and B is at 1/9: H = h2(1/9)/2.
         let mut stray = vec![set(&["alpha"]); 9];
         stray.push(set(&["alpha", "beta"]));
-        let share = entropy_share(&stray).unwrap();
+        let share = entropy_share(&stray, 1.0).unwrap();
         let whole = h2(0.1) / 2.0;
         assert!((share[9] + whole).abs() < 1e-12, "{share:?}");
         for s in &share[..9] {
@@ -462,18 +471,18 @@ mod tests {
         // without one of the nine, A is at 8/9: H = h2(8/9).
         let mut omission = vec![set(&["alpha"]); 9];
         omission.push(UnitSet::default());
-        let share = entropy_share(&omission).unwrap();
+        let share = entropy_share(&omission, 1.0).unwrap();
         assert!((share[9] + h2(0.9)).abs() < 1e-12, "{share:?}");
         for s in &share[..9] {
             assert!((s - (h2(8.0 / 9.0) - h2(0.9))).abs() < 1e-12, "{share:?}");
             assert!(*s > 0.0);
         }
         assert_eq!(
-            entropy_share(&[set(&["alpha"]), set(&["alpha"])]).unwrap(),
+            entropy_share(&[set(&["alpha"]), set(&["alpha"])], 1.0).unwrap(),
             vec![0.0, 0.0]
         );
         assert!(matches!(
-            entropy_share(&[set(&["alpha"])]),
+            entropy_share(&[set(&["alpha"])], 1.0),
             Err(Error::NoData(_))
         ));
     }
@@ -581,6 +590,46 @@ mod tests {
         );
         // The entropy, a diagnostic, does not depend on it.
         assert_eq!(r.entropy, default.entropy);
+    }
+
+    /// In a group where two answers name {A} and eight name nothing, each silent answer lowers the
+    /// entropy by siding with the majority (share h2(2/9) − h2(1/5) > 0). With `empty_agreement` 0
+    /// that share is withheld, while an empty answer beside nine that name {A} keeps its whole
+    /// negative share: silence is never paid, and omission is still charged.
+    #[test]
+    fn empty_agreement_zero_withholds_the_entropy_share_of_silence_only() {
+        let h2 = |p: f64| -p * p.log2() - (1.0 - p) * (1.0 - p).log2();
+        let mut quiet = vec![set(&["alpha"]); 2];
+        quiet.extend(vec![UnitSet::new(); 8]);
+        let whole = entropy_share(&quiet, 1.0).unwrap();
+        let strict = entropy_share(&quiet, 0.0).unwrap();
+        for s in [&whole, &strict] {
+            assert!((s[0] - (h2(1.0 / 9.0) - h2(0.2))).abs() < 1e-12, "{s:?}");
+            assert_eq!(s[0], s[1]);
+        }
+        assert!((whole[2] - (h2(2.0 / 9.0) - h2(0.2))).abs() < 1e-12);
+        assert!(whole[2] > 0.0);
+        assert_eq!(strict[2..], [0.0; 8]);
+        let half = entropy_share(&quiet, 0.5).unwrap();
+        assert!((half[2] - whole[2] / 2.0).abs() < 1e-15);
+
+        let mut omission = vec![set(&["alpha"]); 9];
+        omission.push(UnitSet::new());
+        assert_eq!(
+            entropy_share(&omission, 0.0).unwrap(),
+            entropy_share(&omission, 1.0).unwrap()
+        );
+
+        let config = ConsistencyConfig {
+            stability: StabilityMeasure::EntropyShare,
+            empty_agreement: 0.0,
+            n_max: 1,
+            ..ConsistencyConfig::default()
+        };
+        let r = consistency_rewards(&quiet, &config, None).unwrap();
+        assert_eq!(r.stability, strict);
+        assert_eq!(r.rewards[2..], [0.0; 8]);
+        assert!(r.rewards[0] > r.rewards[2], "{:?}", r.rewards);
     }
 
     #[test]
