@@ -121,6 +121,8 @@ class Server:
             "--kl-linear-above", str(args.kl_linear_above),
             "--worker-interval-secs", "5", "--promotion", "always", "--no-arena",
             "--follow-interval-secs", "2"]
+        if args.stop_kl:
+            command += ["--grpo-stop-kl", str(args.stop_kl)]
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 600
         while time.time() < deadline:
@@ -401,7 +403,10 @@ def main():
         p.add_argument("--kl-linear-above", type=float, default=2.5,
                        help="k3 KL continues as its tangent above this log-ratio (inf: exact k3)")
         p.add_argument("--empty-agreement", type=float, default=1.0,
-                       help="Jaccard(∅, ∅) in the stability reward: 1 (§5.2) or 0")
+                       help="Jaccard(∅, ∅) in the stability reward: 1 (§5.2) or 0; with --stability "
+                            "entropy, the factor on a silent answer's positive share")
+        p.add_argument("--stop-kl", type=float, default=None,
+                       help="--grpo-stop-kl: end a run once a batch's KL to its sampler passes this")
         p.add_argument("--stability", default="jaccard", choices=["jaccard", "loo", "entropy"])
         p.add_argument("--w-help", type=float, default=0.3, help="helpfulness weight (consistency)")
         p.add_argument("--w-stab", type=float, default=0.7, help="stability weight (consistency)")

@@ -69,6 +69,14 @@ fn kl_cap(value: &str) -> Result<f64, String> {
     }
 }
 
+/// Above 0 and finite.
+fn positive_finite(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("must be a finite number above 0. Given: {value}")),
+    }
+}
+
 /// A database URL without its password, for logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -197,6 +205,11 @@ pub struct GrpoArgs {
     /// policy's before the response is refused as not the policy's own.
     #[arg(long, env = "FLYWHEEL_MAX_LOGPROB_GAP", default_value_t = 0.05)]
     pub max_logprob_gap: f64,
+    /// Drift stop: end a run at the first batch whose mean k3 KL to the policy that sampled it
+    /// exceeds this, rolling the adapter back to before its last update (PPO's early stopping on
+    /// the approximate KL). Off unless given.
+    #[arg(long = "grpo-stop-kl", env = "FLYWHEEL_GRPO_STOP_KL", value_parser = positive_finite)]
+    pub stop_kl: Option<f64>,
 }
 
 /// `--grpo-loss`: how per-token terms are averaged (research/algorithms.md §4.1).
@@ -282,6 +295,7 @@ impl GrpoArgs {
             check: RolloutCheck {
                 max_gap: self.max_logprob_gap,
             },
+            stop_kl: self.stop_kl,
         }
     }
 }
@@ -510,6 +524,18 @@ mod tests {
         for bad in ["0", "-1", "NaN", "x"] {
             assert!(
                 kl(&["--kl-linear-above", bad]).is_err(),
+                "{bad} was accepted"
+            );
+        }
+        let stop = |args: &[&str]| {
+            Flags::try_parse_from(std::iter::once("flywheel").chain(args.iter().copied()))
+                .map(|f| f.grpo.settings(64).stop_kl)
+        };
+        assert_eq!(stop(&[]).unwrap(), None);
+        assert_eq!(stop(&["--grpo-stop-kl", "0.05"]).unwrap(), Some(0.05));
+        for bad in ["0", "-1", "NaN", "inf", "x"] {
+            assert!(
+                stop(&["--grpo-stop-kl", bad]).is_err(),
                 "{bad} was accepted"
             );
         }

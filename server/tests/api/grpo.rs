@@ -28,6 +28,30 @@ fn units_file(dir: &std::path::Path) -> String {
     path.display().to_string()
 }
 
+/// The run that made `adapter`, checked to have succeeded.
+async fn succeeded_run(
+    app: &TestApp,
+    adapter: &flywheel_store::Adapter,
+) -> flywheel_store::TrainRun {
+    let run = app
+        .store
+        .get_train_run(adapter.train_run_id.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(run.status, TrainRunStatus::Succeeded);
+    run
+}
+
+/// Posts each response's index in its group as its rule reward.
+async fn reward_by_index(app: &TestApp, group_id: uuid::Uuid) {
+    let group = app.store.get_group(group_id).await.unwrap();
+    for (k, r) in group.responses.iter().enumerate() {
+        let reward = json!({"response_id": r.id, "value": k as f64, "source": "rule",
+                            "annotator": "length-rule"});
+        assert_eq!(app.post("/v1/rewards", &reward).await.status(), 201);
+    }
+}
+
 #[tokio::test]
 async fn consistency_grpo_trains_on_variant_groups_and_records_its_rewards() {
     // Arrange: two training families and one held-out family.
@@ -74,12 +98,7 @@ async fn consistency_grpo_trains_on_variant_groups_and_records_its_rewards() {
     // Assert
     assert_eq!(adapter.status, AdapterStatus::Candidate);
     assert_eq!(adapter.algorithm, "consistency-grpo");
-    let run = app
-        .store
-        .get_train_run(adapter.train_run_id.unwrap())
-        .await
-        .unwrap();
-    assert_eq!(run.status, TrainRunStatus::Succeeded);
+    let run = succeeded_run(&app, &adapter).await;
     assert_eq!(run.config["grpo"]["loss_type"], "dapo");
     assert_eq!(run.config["lora_targets"], "all-linear");
     let dir = adapter.directory().unwrap().unwrap();
@@ -139,12 +158,7 @@ async fn grpo_trains_on_posted_rewards_and_on_win_rates_from_judgments() {
         groups.push(id);
     }
     for id in &groups {
-        let group = app.store.get_group(*id).await.unwrap();
-        for (k, r) in group.responses.iter().enumerate() {
-            let reward = json!({"response_id": r.id, "value": k as f64, "source": "rule",
-                                "annotator": "length-rule"});
-            assert_eq!(app.post("/v1/rewards", &reward).await.status(), 201);
-        }
+        reward_by_index(&app, *id).await;
     }
     let out = tempfile::tempdir().unwrap();
     let steps = ["--steps", "2", "--lr", "1e-2", "--batch", "2"];
@@ -173,12 +187,7 @@ async fn grpo_trains_on_posted_rewards_and_on_win_rates_from_judgments() {
     for adapter in [&first, &second] {
         assert_eq!(adapter.status, AdapterStatus::Candidate);
         assert_eq!(adapter.algorithm, "grpo");
-        let run = app
-            .store
-            .get_train_run(adapter.train_run_id.unwrap())
-            .await
-            .unwrap();
-        assert_eq!(run.status, TrainRunStatus::Succeeded);
+        let run = succeeded_run(&app, adapter).await;
         assert_eq!(app.store.train_steps(run.id).await.unwrap().len(), 2);
     }
     let run = app
@@ -188,6 +197,66 @@ async fn grpo_trains_on_posted_rewards_and_on_win_rates_from_judgments() {
         .unwrap();
     assert_eq!(run.config["grpo"]["rewards"], "win-rate");
     assert_eq!(run.config["grpo"]["loss_type"], "grpo");
+}
+
+/// `--grpo-stop-kl`: on the tiny model one update at lr 1e-2 carries the policy far from the
+/// sampler, so the second step finds the drift, trains nothing, and rolls the adapter back to the
+/// parent's weights; the run still succeeds and says where it stopped.
+#[tokio::test]
+async fn the_drift_stop_ends_a_grpo_run_that_moved_too_far_and_records_where() {
+    // Arrange
+    let app = app().await;
+    for (i, prompt) in ["Name a colour", "Name an animal"].iter().enumerate() {
+        let id = sample(&app, prompt, 3, i as i64).await;
+        reward_by_index(&app, id).await;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let args = train_args(
+        out.path(),
+        &[
+            "--algo",
+            "grpo",
+            "--steps",
+            "6",
+            "--lr",
+            "1e-2",
+            "--batch",
+            "1",
+            "--grpo-stop-kl",
+            "1e-3",
+        ],
+    );
+
+    // Act
+    let adapter = train(&app.store, &args).await.unwrap();
+
+    // Assert
+    let run = succeeded_run(&app, &adapter).await;
+    assert_eq!(run.config["grpo"]["stop_kl"], 1e-3);
+    let steps = app.store.train_steps(run.id).await.unwrap();
+    assert_eq!(steps.len(), 2, "stopped at the second of six steps");
+    let first = steps[0].details.as_ref().unwrap();
+    assert_eq!(first["stopped"], false);
+    assert!(first["behaviour_kl"].as_f64().unwrap() < 1e-3, "{first}");
+    let second = steps[1].details.as_ref().unwrap();
+    assert_eq!(second["stopped"], true);
+    assert!(second["behaviour_kl"].as_f64().unwrap() > 1e-3, "{second}");
+    assert!(
+        steps[1].grad_norm.is_none(),
+        "the stopped step trained nothing"
+    );
+    // Rolled back to before the only update: LoRA B is its zero initialisation again.
+    let dir = adapter.directory().unwrap().unwrap();
+    let weights = std::fs::read(dir.join(flywheel_store::PEFT_WEIGHTS_FILE)).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&weights).unwrap();
+    let mut b_matrices = 0;
+    for (name, view) in tensors.tensors() {
+        if name.contains("lora_B") {
+            b_matrices += 1;
+            assert!(view.data().iter().all(|&byte| byte == 0), "{name}");
+        }
+    }
+    assert!(b_matrices > 0);
 }
 
 #[tokio::test]

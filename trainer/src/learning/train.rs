@@ -201,6 +201,12 @@ impl Updates {
         }
     }
 
+    /// Drops the gradients accumulated since the last optimiser step.
+    pub(crate) fn discard_pending(&mut self, model: &Model) {
+        self.pending = LoraGrads::new(model);
+        self.micro = 0;
+    }
+
     /// Counts a finished micro-batch; steps the optimiser when the accumulation is complete.
     pub(crate) fn finish_micro_batch(&mut self, model: &Model) -> Result<Option<UpdateStats>> {
         self.micro += 1;

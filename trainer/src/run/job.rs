@@ -164,6 +164,9 @@ pub struct GrpoSettings {
     pub consistency: ConsistencyConfig,
     /// How far stored behaviour log-probs may stray from the policy's before a response is refused.
     pub check: RolloutCheck,
+    /// The drift stop: a run ends at the first batch whose mean k3 KL to the behaviour policy
+    /// exceeds this, with the adapter rolled back to before its last update (none: no stop).
+    pub stop_kl: Option<f64>,
 }
 
 impl Default for GrpoSettings {
@@ -178,6 +181,7 @@ impl Default for GrpoSettings {
             units: None,
             consistency: ConsistencyConfig::default(),
             check: RolloutCheck::default(),
+            stop_kl: None,
         }
     }
 }
@@ -205,6 +209,7 @@ impl GrpoSettings {
             "stability": self.consistency.stability.name(),
             "empty_agreement": self.consistency.empty_agreement,
             "max_logprob_gap": self.check.max_gap,
+            "stop_kl": self.stop_kl,
         })
     }
 }
@@ -565,11 +570,22 @@ impl Work {
         let _ = events.blocking_send(Event::Rollouts(data));
         let groups = by_group(rollouts);
         let mut trainer = GrpoTrainer::new(model, grpo, train_config)?;
+        if let Some(limit) = config.grpo.stop_kl {
+            trainer = trainer.with_drift_stop(limit)?;
+        }
         for step in 0..config.steps {
             self.check_cancel(step)?;
             let batch = group_batch_at(&groups, step, config.batch);
             let metrics = trainer.step(&batch)?;
             let _ = events.blocking_send(Event::Step(step, grpo_step(step, &metrics)));
+            if metrics.stopped {
+                tracing::warn!(
+                    step,
+                    behaviour_kl = metrics.stats.behaviour_kl,
+                    "the policy drifted past --grpo-stop-kl: rolled back to before the last update, run ends"
+                );
+                break;
+            }
         }
         Ok(())
     }
@@ -697,6 +713,8 @@ fn grpo_step(step: usize, m: &GrpoStepMetrics) -> TrainStep {
             "clipped_high": m.stats.clipped_high,
             "mean_kl": m.stats.mean_kl,
             "max_abs_log_ratio": m.stats.max_abs_log_ratio,
+            "behaviour_kl": m.stats.behaviour_kl,
+            "stopped": m.stopped,
         })),
     }
 }

@@ -122,6 +122,9 @@ pub struct GrpoStats {
     /// max |log π_θ − log π_behaviour|: at the first update of freshly sampled data (μ = 1) it should
     /// be ~0, and a large value means the stored log-probs do not come from this policy (§0.2).
     pub max_abs_log_ratio: f64,
+    /// Token mean of `ρ − 1 − log ρ`, ρ = π_θ / π_behaviour: the k3 estimate of KL(π_behaviour ‖ π_θ)
+    /// on the behaviour policy's own samples (PPO implementations' `approx_kl`); 0 at μ = 1.
+    pub behaviour_kl: f64,
 }
 
 /// The GRPO family, with `Default` = TRL's `GRPOConfig` (§4.2): β = 0, ε_low = ε_high = 0.2,
@@ -274,11 +277,12 @@ impl Grpo {
         let theta: Vec<f64> = policy.detach().to_dtype(DType::F64)?.to_vec1()?;
         let advantages = batch.token_advantages();
         let tokens = theta.len();
-        let (mut low, mut high, mut max_abs) = (0usize, 0usize, 0.0f64);
+        let (mut low, mut high, mut max_abs, mut drift) = (0usize, 0usize, 0.0f64, 0.0f64);
         for ((t, b), a) in theta.iter().zip(&batch.behaviour).zip(&advantages) {
             let log_ratio = t - b;
             max_abs = max_abs.max(log_ratio.abs());
             let rho = log_ratio.exp();
+            drift += rho - 1.0 - log_ratio;
             low += usize::from(*a < 0.0 && rho < 1.0 - self.epsilon_low);
             high += usize::from(*a > 0.0 && rho > 1.0 + self.epsilon_high);
         }
@@ -296,6 +300,7 @@ impl Grpo {
             clipped_high: high as f64 / tokens as f64,
             mean_kl,
             max_abs_log_ratio: max_abs,
+            behaviour_kl: drift / tokens as f64,
         })
     }
 }
@@ -435,6 +440,25 @@ mod tests {
             .sum::<f64>()
             / 6.0;
         assert!((stats.mean_kl.unwrap() - kl).abs() < 1e-12);
+        let drift: f64 = policy
+            .iter()
+            .zip(&batch.behaviour)
+            .map(|(t, b)| (t - b).exp() - 1.0 - (t - b))
+            .sum::<f64>()
+            / 6.0;
+        assert!((stats.behaviour_kl - drift).abs() < 1e-12, "{stats:?}");
+
+        // §4.3's tokens: log-ratios to the behaviour policy 0.1 and 0, so (e^0.1 − 1.1 + 0) / 2.
+        let stats = Grpo::deepseek_math()
+            .stats(
+                &policy_tensor(&SECTION_4_3_POLICY, DType::F64),
+                &section_4_3_batch(),
+            )
+            .unwrap();
+        assert!(
+            (stats.behaviour_kl - 0.0025854590).abs() < 1e-10,
+            "{stats:?}"
+        );
     }
 
     #[test]
