@@ -201,7 +201,7 @@ impl Updates {
         }
     }
 
-    /// Drops the gradients accumulated since the last optimiser step.
+    /// Drops the gradients accumulated since the last optimiser step (after one, or to skip one).
     pub(crate) fn discard_pending(&mut self, model: &Model) {
         self.pending = LoraGrads::new(model);
         self.micro = 0;
@@ -216,8 +216,7 @@ impl Updates {
         let stats = self
             .optimizer
             .step(&model.trainable_vars(), &self.pending.grads)?;
-        self.pending = LoraGrads::new(model);
-        self.micro = 0;
+        self.discard_pending(model);
         Ok(Some(stats))
     }
 }

@@ -282,16 +282,12 @@ impl Grpo {
             let log_ratio = t - b;
             max_abs = max_abs.max(log_ratio.abs());
             let rho = log_ratio.exp();
-            drift += rho - 1.0 - log_ratio;
+            drift += k3(log_ratio);
             low += usize::from(*a < 0.0 && rho < 1.0 - self.epsilon_low);
             high += usize::from(*a > 0.0 && rho > 1.0 + self.epsilon_high);
         }
         let mean_kl = batch.reference.as_ref().map(|reference| {
-            let total: f64 = theta
-                .iter()
-                .zip(reference)
-                .map(|(t, r)| (r - t).exp() - (r - t) - 1.0)
-                .sum();
+            let total: f64 = theta.iter().zip(reference).map(|(t, r)| k3(r - t)).sum();
             total / tokens as f64
         });
         Ok(GrpoStats {
@@ -303,6 +299,11 @@ impl Grpo {
             behaviour_kl: drift / tokens as f64,
         })
     }
+}
+
+/// `e^x − x − 1`, Schulman's k3 estimate of a KL from the log-ratio x of one sampled token.
+fn k3(x: f64) -> f64 {
+    x.exp() - x - 1.0
 }
 
 #[cfg(test)]
