@@ -105,7 +105,7 @@ class Server:
     def __init__(self, args, work, algo):
         self.base = f"http://127.0.0.1:{args.port}"
         self.log_path = os.path.join(work, "server.log")
-        self.log = open(self.log_path, "w")
+        self.log = open(self.log_path, "a" if getattr(args, "resume", None) else "w")
         env = dict(os.environ, DATABASE_URL=f"sqlite://{work}/bench.db", FLYWHEEL_ADMIN_KEY=KEY,
                    RUST_LOG="warn,flywheel_server=info,flywheel_trainer=info",
                    FLYWHEEL_GRPO_EPSILON_HIGH=str(args.epsilon_high), FLYWHEEL_GRPO_LOSS=args.loss)
@@ -199,14 +199,19 @@ def run_consistency(args):
     train, held_out = families(args.held_out, args.seed)
     train = train[:args.train_families]
     per_round = args.families_per_round or len(train)
-    work = tempfile.mkdtemp(prefix="flywheel-consistency-")
+    work = args.resume or tempfile.mkdtemp(prefix="flywheel-consistency-")
     args.min_new = per_round
     server = Server(args, work, "consistency-grpo")
     results = {"setting": vars(args) | {"train_families": len(train), "held_out_families": len(held_out)},
                "rounds": []}
     try:
-        version = 0
-        if args.base_from:
+        version, first = 0, 1
+        if args.resume:
+            # Seeds depend only on the round, so rounds after a restart sample what one long run would.
+            results["rounds"] = json.load(open(os.path.join(OUT, f"{args.tag}.json")))["rounds"]
+            version, first = results["rounds"][-1]["version"], results["rounds"][-1]["round"] + 1
+            assert (server.ready() or {}).get("adapter") == version, "the store's active version differs"
+        elif args.base_from:
             # The base row is seeded and the same binary samples it the same way every run.
             earlier = json.load(open(args.base_from))
             for key in ("held_out", "seed", "n", "temperature", "max_tokens", "model"):
@@ -214,10 +219,11 @@ def run_consistency(args):
             report = earlier["rounds"][0]["held_out"]
         else:
             report = measure_consistency(args, server, version, held_out, 0)
-        results["rounds"].append({"round": 0, "version": 0, "held_out": report})
-        print(f"round 0 (base): {summary(report)}", flush=True)
-        save(results, args.tag or "consistency")
-        for r in range(1, args.rounds + 1):
+        if not args.resume:
+            results["rounds"].append({"round": 0, "version": 0, "held_out": report})
+            print(f"round 0 (base): {summary(report)}", flush=True)
+            save(results, args.tag or "consistency")
+        for r in range(first, args.rounds + 1):
             started = time.time()
             for i in range(per_round):
                 k = ((r - 1) * per_round + i) % len(train)
@@ -349,6 +355,7 @@ def report(_args):
                   f"ε_high {s.get('epsilon_high', 0.28)}, loss {s.get('loss', 'dapo')}, β = {s['kl_beta']}, "
                   f"k3 linear above {s.get('kl_linear_above', 'inf')}, stability {s.get('stability', 'jaccard')}, "
                   f"empty agreement {s.get('empty_agreement', 1.0):g}, "
+                  + (f"stop KL {s['stop_kl']:g}, " if s.get('stop_kl') else "") +
                   f"w_h = {s.get('w_help', 0.3):g}, w_s = {s.get('w_stab', 0.7):g}, N_max = {s.get('n_max', 7)}.", "",
                   "| round | version | held-out entropy | change | helpfulness | units/answer | answer tokens "
                   "| top-item share | answers naming an item |",
@@ -414,6 +421,8 @@ def main():
                        help="units for full helpfulness in the training reward (consistency)")
         p.add_argument("--train-timeout", type=float, default=3600)
         p.add_argument("--held-out", type=int, default=10, help="held-out families (consistency)")
+        p.add_argument("--resume", default=None, metavar="DIR",
+                       help="go on with an earlier run's work directory (consistency; same --tag, more --rounds)")
         p.add_argument("--base-from", default="",
                        help="take the base row from this earlier results file instead of sampling it")
         p.add_argument("--train-families", type=int, default=16)
