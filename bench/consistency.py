@@ -105,7 +105,7 @@ class Server:
     def __init__(self, args, work, algo):
         self.base = f"http://127.0.0.1:{args.port}"
         self.log_path = os.path.join(work, "server.log")
-        self.log = open(self.log_path, "a" if getattr(args, "resume", None) else "w")
+        self.log = open(self.log_path, "a" if args.resume else "w")
         env = dict(os.environ, DATABASE_URL=f"sqlite://{work}/bench.db", FLYWHEEL_ADMIN_KEY=KEY,
                    RUST_LOG="warn,flywheel_server=info,flywheel_trainer=info",
                    FLYWHEEL_GRPO_EPSILON_HIGH=str(args.epsilon_high), FLYWHEEL_GRPO_LOSS=args.loss)
@@ -200,6 +200,7 @@ def run_consistency(args):
     train = train[:args.train_families]
     per_round = args.families_per_round or len(train)
     work = args.resume or tempfile.mkdtemp(prefix="flywheel-consistency-")
+    tag = args.tag or "consistency"
     args.min_new = per_round
     server = Server(args, work, "consistency-grpo")
     results = {"setting": vars(args) | {"train_families": len(train), "held_out_families": len(held_out)},
@@ -208,7 +209,7 @@ def run_consistency(args):
         version, first = 0, 1
         if args.resume:
             # Seeds depend only on the round, so rounds after a restart sample what one long run would.
-            results["rounds"] = json.load(open(os.path.join(OUT, f"{args.tag}.json")))["rounds"]
+            results["rounds"] = json.load(open(os.path.join(OUT, f"{tag}.json")))["rounds"]
             version, first = results["rounds"][-1]["version"], results["rounds"][-1]["round"] + 1
             assert (server.ready() or {}).get("adapter") == version, "the store's active version differs"
         elif args.base_from:
@@ -222,7 +223,7 @@ def run_consistency(args):
         if not args.resume:
             results["rounds"].append({"round": 0, "version": 0, "held_out": report})
             print(f"round 0 (base): {summary(report)}", flush=True)
-            save(results, args.tag or "consistency")
+            save(results, tag)
         for r in range(first, args.rounds + 1):
             started = time.time()
             for i in range(per_round):
@@ -240,11 +241,11 @@ def run_consistency(args):
             print(f"round {r} (v{version}): "
                   f"{summary(entry['held_out']) if 'held_out' in entry else 'held-out not measured'}"
                   f"  [train groups of v{version - 1}: {summary(training)}]", flush=True)
-            save(results, args.tag or "consistency")
+            save(results, tag)
     finally:
         server.stop()
         results["server_log_tail"] = server.log_text()[-4000:] if os.path.exists(server.log_path) else ""
-        save(results, args.tag or "consistency")
+        save(results, tag)
 
 
 def figure(report, key, digits=3):
