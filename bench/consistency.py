@@ -16,7 +16,9 @@ trains a child once they exist and it serves. Before round 1 and after every rou
 families are sampled as held-out variant groups by the version serving, and `GET
 /v1/consistency?adapter=V` gives the mean group consistency entropy (the cross-variant disagreement),
 helpfulness, units per answer and answer length. Target: entropy ≥ 30% lower than the base's, mean
-helpfulness not lower.
+helpfulness not lower. With `--catalogue`, each family's system prompt lists the unit table's items of
+its kind (the funds a brokerage offers, the job titles a careers service knows), as an enterprise
+assistant's prompt would; the base is then measured under the same prompts.
 
 `rule`: plain GRPO on rewards posted through `POST /v1/rewards` by a rule (1 if the answer ends with a
 full stop and has at most 25 words, else 0), on ordinary sample groups (n per prompt), measured as
@@ -71,6 +73,23 @@ FAMILIES = [
     ], BACKGROUNDS),
 ]
 SYSTEM = "You are a helpful assistant. Answer briefly and name specific options."
+CATALOGUE_SYSTEM = {
+    "funds": "You are a brokerage's assistant. Recommend only funds from our catalogue: {items}. "
+             "Answer briefly and name specific options.",
+    "jobs": "You are a careers assistant. Suggest only job titles from our list: {items}. "
+            "Answer briefly and name specific options.",
+}
+
+
+def system_prompt(kind, catalogue):
+    """The system prompt of a family: the plain one, or with `--catalogue` the unit table's items of
+    the family's kind, as an enterprise assistant's prompt would carry its product list."""
+    if not catalogue:
+        return SYSTEM
+    units = [item["unit"] for item in json.load(open(UNITS))["items"]]
+    is_fund = [u.endswith((" index", " fund")) for u in units]
+    items = [u for u, fund in zip(units, is_fund) if fund == (kind == "funds")]
+    return CATALOGUE_SYSTEM[kind].format(items=", ".join(items))
 
 
 def families(held_out, seed=0):
@@ -175,7 +194,8 @@ def wait_for_new_version(server, previous, timeout):
 
 def variant_group(args, server, version, family, seed, held_out):
     status, body = call(server.base, "POST", "/v1/variant-groups", {
-        "model": f"{server.model}@{version}", "system": SYSTEM, "prompt": family["prompt"],
+        "model": f"{server.model}@{version}", "system": system_prompt(family["kind"], args.catalogue),
+        "prompt": family["prompt"],
         "paraphrases": family["paraphrases"], "n": args.n, "temperature": args.temperature,
         "max_tokens": args.max_tokens, "seed": seed, "held_out": held_out})
     assert status == 201, (status, body)
@@ -215,8 +235,8 @@ def run_consistency(args):
         elif args.base_from:
             # The base row is seeded and the same binary samples it the same way every run.
             earlier = json.load(open(args.base_from))
-            for key in ("held_out", "seed", "n", "temperature", "max_tokens", "model"):
-                assert earlier["setting"][key] == getattr(args, key), f"{args.base_from}: {key} differs"
+            for key in ("held_out", "seed", "n", "temperature", "max_tokens", "model", "catalogue"):
+                assert earlier["setting"].get(key, False) == getattr(args, key), f"{args.base_from}: {key} differs"
             report = earlier["rounds"][0]["held_out"]
         else:
             report = measure_consistency(args, server, version, held_out, 0)
@@ -356,7 +376,8 @@ def report(_args):
                   f"ε_high {s.get('epsilon_high', 0.28)}, loss {s.get('loss', 'dapo')}, β = {s['kl_beta']}, "
                   f"k3 linear above {s.get('kl_linear_above', 'inf')}, stability {s.get('stability', 'jaccard')}, "
                   f"empty agreement {s.get('empty_agreement', 1.0):g}, "
-                  + (f"stop KL {s['stop_kl']:g}, " if s.get('stop_kl') else "") +
+                  + (f"stop KL {s['stop_kl']:g}, " if s.get('stop_kl') else "")
+                  + ("the catalogue in the system prompt, " if s.get('catalogue') else "") +
                   f"w_h = {s.get('w_help', 0.3):g}, w_s = {s.get('w_stab', 0.7):g}, N_max = {s.get('n_max', 7)}.", "",
                   "| round | version | held-out entropy | change | helpfulness | units/answer | answer tokens "
                   "| top-item share | answers naming an item |",
@@ -422,6 +443,8 @@ def main():
                        help="units for full helpfulness in the training reward (consistency)")
         p.add_argument("--train-timeout", type=float, default=3600)
         p.add_argument("--held-out", type=int, default=10, help="held-out families (consistency)")
+        p.add_argument("--catalogue", action="store_true",
+                       help="consistency: each family's system prompt lists the unit table's items of its kind")
         p.add_argument("--resume", default=None, metavar="DIR",
                        help="go on with an earlier run's work directory (consistency; same --tag, more --rounds)")
         p.add_argument("--base-from", default="",
