@@ -87,8 +87,7 @@ def system_prompt(kind, catalogue):
     if not catalogue:
         return SYSTEM
     units = [item["unit"] for item in json.load(open(UNITS))["items"]]
-    is_fund = [u.endswith((" index", " fund")) for u in units]
-    items = [u for u, fund in zip(units, is_fund) if fund == (kind == "funds")]
+    items = [u for u in units if u.endswith((" index", " fund")) == (kind == "funds")]
     return CATALOGUE_SYSTEM[kind].format(items=", ".join(items))
 
 
@@ -194,8 +193,7 @@ def wait_for_new_version(server, previous, timeout):
 
 def variant_group(args, server, version, family, seed, held_out):
     status, body = call(server.base, "POST", "/v1/variant-groups", {
-        "model": f"{server.model}@{version}", "system": system_prompt(family["kind"], args.catalogue),
-        "prompt": family["prompt"],
+        "model": f"{server.model}@{version}", "system": family["system"], "prompt": family["prompt"],
         "paraphrases": family["paraphrases"], "n": args.n, "temperature": args.temperature,
         "max_tokens": args.max_tokens, "seed": seed, "held_out": held_out})
     assert status == 201, (status, body)
@@ -218,6 +216,8 @@ def run_consistency(args):
     held-out families are measured before round 1, every `--eval-every` rounds and after the last."""
     train, held_out = families(args.held_out, args.seed)
     train = train[:args.train_families]
+    for family in train + held_out:  # once, not per request: the prompt reads the unit table
+        family["system"] = system_prompt(family["kind"], args.catalogue)
     per_round = args.families_per_round or len(train)
     work = args.resume or tempfile.mkdtemp(prefix="flywheel-consistency-")
     tag = args.tag or "consistency"
