@@ -8,7 +8,7 @@ use clap::Args;
 use flywheel_judge::GateConfig;
 use flywheel_trainer::{
     AdvantageConfig, Aggregation, Algorithm, Baseline, Compute, ConsistencyConfig, Grpo,
-    GrpoRewards, GrpoSettings, JobConfig, LoraTargets, RolloutCheck, ScaleRewards,
+    GrpoRewards, GrpoSettings, JobConfig, LoraTargets, QualityGate, RolloutCheck, ScaleRewards,
     StabilityMeasure, TrainDevice, TrainDtype, WorkerConfig,
 };
 
@@ -201,6 +201,12 @@ pub struct GrpoArgs {
     /// positive share of an answer that names nothing.
     #[arg(long, env = "FLYWHEEL_EMPTY_AGREEMENT", default_value_t = 1.0, value_parser = share)]
     pub empty_agreement: f64,
+    /// consistency-grpo's quality gate, multiplying each consistency reward so that consistent but
+    /// wrong answers earn nothing: `posted` (the response's mean posted reward, in [0, 1]) or
+    /// `judgments` (its mean score in the pairwise judgments naming it, 0 when both were bad).
+    /// Responses without a gate are left out of training. Off unless given.
+    #[arg(long = "quality-gate", env = "FLYWHEEL_QUALITY_GATE")]
+    pub quality_gate: Option<QualityGate>,
     /// The largest mean per-token gap (nats) between a response's stored log-probs and the
     /// policy's before the response is refused as not the policy's own.
     #[arg(long, env = "FLYWHEEL_MAX_LOGPROB_GAP", default_value_t = 0.05)]
@@ -292,6 +298,7 @@ impl GrpoArgs {
                 empty_agreement: self.empty_agreement,
                 n_max: usize::try_from(self.n_max).expect("--n-max is at most 1000"),
             },
+            quality_gate: self.quality_gate,
             check: RolloutCheck {
                 max_gap: self.max_logprob_gap,
             },

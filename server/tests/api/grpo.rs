@@ -6,12 +6,19 @@ use flywheel_server::cli::train::train;
 use flywheel_store::{AdapterStatus, RewardFilter, RewardSource, TrainRunStatus};
 use serde_json::json;
 
-use crate::helpers::{greedy, serve_version, spawn_app_with, AppOptions, TestApp, MODEL};
+use crate::helpers::{
+    greedy, postgres_available, serve_version, spawn_app_with, AppOptions, TestApp, MODEL,
+};
 use crate::training::{judge, sample, train_args};
 use crate::variants::{letters, variant_group};
 
 async fn app() -> TestApp {
+    app_on(false).await
+}
+
+async fn app_on(postgres: bool) -> TestApp {
     spawn_app_with(AppOptions {
+        postgres,
         units: Some(letters()),
         ..AppOptions::default()
     })
@@ -145,6 +152,116 @@ async fn consistency_grpo_trains_on_variant_groups_and_records_its_rewards() {
     let held_out_id: uuid::Uuid = held_out["id"].as_str().unwrap().parse().unwrap();
     assert!(rewards.iter().all(|r| r.group_id != held_out_id));
     assert_eq!(body["adapter"], adapter.version);
+}
+
+/// The consistency rewards one run recorded for `group`, by response id, read through the API.
+async fn consistency_rewards_of_run(
+    app: &TestApp,
+    group: &str,
+    run: uuid::Uuid,
+) -> std::collections::HashMap<String, serde_json::Value> {
+    let listed = app
+        .get_json(&format!("/v1/rewards?group={group}&source=consistency"))
+        .await;
+    listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["details"]["train_run"] == run.to_string())
+        .map(|w| (w["response_id"].as_str().unwrap().to_string(), w.clone()))
+        .collect()
+}
+
+/// `--quality-gate`: each consistency reward is the ungated one times the response's gate, from
+/// rewards or judgments posted through the API, and recorded with it; a response without a gate
+/// is left out of training and gets no record.
+async fn a_quality_gate_from_posted_rewards_or_judgments_scales_consistency_rewards(
+    postgres: bool,
+) {
+    // Arrange: one variant group of 4 responses, trained once ungated to learn its rewards.
+    let app = app_on(postgres).await;
+    let body = variant_group(
+        &app,
+        json!({"model": MODEL, "prompt": "Recommend three funds.", "paraphrases": ["Which funds?"],
+               "n": 2, "temperature": 1.0, "max_tokens": 10, "seed": 5}),
+    )
+    .await;
+    let group = body["id"].as_str().unwrap().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let units = units_file(out.path());
+    let base = [
+        "--algo",
+        "consistency-grpo",
+        "--units",
+        &units,
+        "--steps",
+        "1",
+    ];
+    let plain = train(&app.store, &train_args(out.path(), &base))
+        .await
+        .unwrap();
+    let plain = consistency_rewards_of_run(&app, &group, plain.train_run_id.unwrap()).await;
+    assert_eq!(plain.len(), 4);
+    let value = |rewards: &std::collections::HashMap<String, serde_json::Value>, id: &str| {
+        rewards[id]["value"].as_f64().unwrap()
+    };
+    // The best-rewarded answer gets gate 1, so the gated group still has a spread to learn from.
+    let mut ids: Vec<String> = plain.keys().cloned().collect();
+    ids.sort_by(|a, b| value(&plain, b).total_cmp(&value(&plain, a)));
+    assert!(value(&plain, &ids[0]) > 0.0);
+    let rewards = json!({"rewards": [
+        {"response_id": ids[0], "value": 1.0, "source": "rule", "annotator": "verifier"},
+        {"response_id": ids[1], "value": 0.25, "source": "rule", "annotator": "verifier"},
+        {"response_id": ids[1], "value": 0.75, "source": "model", "annotator": "rm"},
+        {"response_id": ids[2], "value": 0.0, "source": "human", "annotator": "ann"},
+    ]});
+    assert_eq!(app.post("/v1/rewards", &rewards).await.status(), 201);
+    for (a, b, outcome) in [(0, 1, "a"), (0, 2, "tie"), (2, 1, "both_bad")] {
+        let judgment = json!({"group_id": group, "response_a": ids[a], "response_b": ids[b],
+                              "outcome": outcome, "annotator": "judge-1"});
+        assert_eq!(app.post("/v1/judgments", &judgment).await.status(), 201);
+    }
+    let gated_args =
+        |gate: &str| train_args(out.path(), &[&base[..], &["--quality-gate", gate]].concat());
+
+    // Act
+    let by_rewards = train(&app.store, &gated_args("posted")).await.unwrap();
+    let by_judgments = train(&app.store, &gated_args("judgments")).await.unwrap();
+
+    // Assert: gates 1, ½(0.25 + 0.75), 0 from the rewards; ½(1 + ½), ½(0 + 0), ½(½ + 0) from the
+    // judgments. The fourth answer has neither.
+    for (adapter, name, gates) in [
+        (&by_rewards, "posted", [1.0, 0.5, 0.0]),
+        (&by_judgments, "judgments", [0.75, 0.0, 0.25]),
+    ] {
+        let run = succeeded_run(&app, adapter).await;
+        assert_eq!(run.config["grpo"]["quality_gate"], name);
+        let gated = consistency_rewards_of_run(&app, &group, run.id).await;
+        assert_eq!(gated.len(), 3, "{name}: the ungated answer has no record");
+        assert!(!gated.contains_key(&ids[3]));
+        for (id, gate) in ids.iter().zip(gates) {
+            let details = &gated[id]["details"];
+            assert_eq!(details["quality_gate"], name);
+            assert_eq!(details["gate"], gate, "{name}");
+            let expected = gate * value(&plain, id);
+            assert!(
+                (value(&gated, id) - expected).abs() < 1e-9,
+                "{name}: {details}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_quality_gate_from_posted_rewards_or_judgments_scales_consistency_rewards_on_sqlite() {
+    a_quality_gate_from_posted_rewards_or_judgments_scales_consistency_rewards(false).await;
+}
+
+#[tokio::test]
+async fn a_quality_gate_from_posted_rewards_or_judgments_scales_consistency_rewards_on_postgres() {
+    if postgres_available().await {
+        a_quality_gate_from_posted_rewards_or_judgments_scales_consistency_rewards(true).await;
+    }
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ use flywheel_store::{
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::rewards::{self, GrpoRewards};
+use super::rewards::{self, GrpoRewards, QualityGate};
 use super::stored::{pairs_from_store, rollouts_from_store, DataReport, RolloutData};
 use crate::files::{read_adapter, write_adapter, AdapterConfig, ADAPTER_CONFIG};
 use crate::learning::{
@@ -162,6 +162,9 @@ pub struct GrpoSettings {
     /// regular expressions).
     pub units: Option<PathBuf>,
     pub consistency: ConsistencyConfig,
+    /// `consistency-grpo`'s optional quality gate on each reward, from posted rewards or judgments
+    /// of the same responses; with one, responses without a gate are left out of training.
+    pub quality_gate: Option<QualityGate>,
     /// How far stored behaviour log-probs may stray from the policy's before a response is refused.
     pub check: RolloutCheck,
     /// The drift stop: a run ends at the first batch whose mean k3 KL to the behaviour policy
@@ -180,6 +183,7 @@ impl Default for GrpoSettings {
             rewards: GrpoRewards::default(),
             units: None,
             consistency: ConsistencyConfig::default(),
+            quality_gate: None,
             check: RolloutCheck::default(),
             stop_kl: None,
         }
@@ -208,6 +212,7 @@ impl GrpoSettings {
             "n_max": self.consistency.n_max,
             "stability": self.consistency.stability.name(),
             "empty_agreement": self.consistency.empty_agreement,
+            "quality_gate": self.quality_gate.map(QualityGate::name),
             "max_logprob_gap": self.check.max_gap,
             "stop_kl": self.stop_kl,
         })
@@ -413,8 +418,13 @@ async fn group_rewards(
             let mut out = Vec::with_capacity(groups.len());
             let mut records = Vec::new();
             for group in groups.iter().filter(|g| g.responses.len() >= 2) {
-                let scored =
-                    rewards::consistency(group, &extractor, &config.grpo.consistency, run.id)?;
+                let scored = rewards::consistency(
+                    group,
+                    &extractor,
+                    &config.grpo.consistency,
+                    config.grpo.quality_gate,
+                    run.id,
+                )?;
                 records.extend(scored.records);
                 out.push((group.id, scored.rewards));
             }

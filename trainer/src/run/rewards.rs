@@ -4,10 +4,14 @@
 //!
 //! Each function returns one `Option<f64>` per stored response of the group, in order: `None` for a
 //! response without a reward (it is left out of its group).
+//!
+//! Consistency rewards may be multiplied by a quality gate in [0, 1] ([`QualityGate`]), from the
+//! posted rewards or the judgments of the same responses, so that an answer that is consistent but
+//! wrong earns nothing (§5.2).
 
 use std::str::FromStr;
 
-use flywheel_judge::{comparisons, estimate_win_rates};
+use flywheel_judge::{comparisons, estimate_win_rates, Comparison, Outcome};
 use flywheel_store::{
     IdempotencyKey, Judgment, NewReward, RewardSource, TrainingGroup, VariantGroup,
 };
@@ -50,6 +54,92 @@ impl FromStr for GrpoRewards {
             _ => Err(format!("must be one of posted, win-rate. Given: {s}")),
         }
     }
+}
+
+/// Where `consistency-grpo`'s optional quality gate comes from: a verdict in [0, 1] per response
+/// that multiplies its consistency reward. A response without one is left out of training (its
+/// units still count towards its group's stability and entropy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QualityGate {
+    /// The mean of the rewards posted for the response (sources `human`, `model`, `rule`); a mean
+    /// outside [0, 1] is no gate, and the response is left out with a warning.
+    Posted,
+    /// The response's mean score over the pairwise judgments that name it: its P(win) in each
+    /// (1 a win, 0 a loss, ½ a tie, or the judgment's strength), and 0 in a `both_bad` one.
+    Judgments,
+}
+
+impl QualityGate {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Posted => "posted",
+            Self::Judgments => "judgments",
+        }
+    }
+}
+
+impl FromStr for QualityGate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "posted" => Ok(Self::Posted),
+            "judgments" => Ok(Self::Judgments),
+            _ => Err(format!("must be one of posted, judgments. Given: {s}")),
+        }
+    }
+}
+
+/// Each response's quality gate from `source`; `None` where it has none.
+pub(crate) fn quality_gates(group: &TrainingGroup, source: QualityGate) -> Vec<Option<f64>> {
+    match source {
+        QualityGate::Posted => posted(group)
+            .into_iter()
+            .zip(&group.responses)
+            .map(|(gate, r)| match gate {
+                Some(value) if !(0.0..=1.0).contains(&value) => {
+                    tracing::warn!(response = %r.id, value, "a posted reward outside [0, 1] cannot gate a consistency reward; the response is left out");
+                    None
+                }
+                gate => gate,
+            })
+            .collect(),
+        QualityGate::Judgments => group
+            .responses
+            .iter()
+            .map(|r| {
+                let scores: Vec<f64> = group
+                    .judgments
+                    .iter()
+                    .filter_map(|j| judged_score(j, r.id))
+                    .collect();
+                (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64)
+            })
+            .collect(),
+    }
+}
+
+/// What judgment `j` says of response `id`: its probability of being the better one, or 0 when
+/// the judge found both unacceptable; `None` when `j` does not name it.
+fn judged_score(j: &Judgment, id: Uuid) -> Option<f64> {
+    let judged = j.judged();
+    let p_a = Comparison {
+        a: 0,
+        b: 1,
+        outcome: judged.outcome,
+        strength: judged.strength,
+    }
+    .probability();
+    let (p, named) = if judged.a == id {
+        (p_a, true)
+    } else {
+        (1.0 - p_a, judged.b == id)
+    };
+    named.then_some(if judged.outcome == Outcome::BothBad {
+        0.0
+    } else {
+        p
+    })
 }
 
 /// The mean posted reward of each response; rewards the trainer derived itself (`consistency`,
@@ -115,7 +205,8 @@ pub(crate) struct Scored {
 }
 
 /// §5.2's rewards over every response of a variant group (all variants share one baseline), with
-/// the extractor's version and each response's units recorded beside the value.
+/// the extractor's version, each response's units and its quality gate recorded beside the value.
+/// With a `gate`, a response without one gets no reward and no record.
 ///
 /// # Errors
 /// Fewer than two responses, or a bad configuration.
@@ -123,6 +214,7 @@ pub(crate) fn consistency(
     group: &TrainingGroup,
     extractor: &UnitExtractor,
     config: &ConsistencyConfig,
+    gate: Option<QualityGate>,
     run_id: Uuid,
 ) -> Result<Scored> {
     let sets: Vec<UnitSet> = group
@@ -130,11 +222,20 @@ pub(crate) fn consistency(
         .iter()
         .map(|r| extractor.extract(&r.text))
         .collect();
-    let scored = consistency_rewards(&sets, config, None)?;
+    let gates = gate.map(|source| quality_gates(group, source));
+    // A response without a gate is scored as ungated and then left out, so that it still counts
+    // towards the others' stability.
+    let factors: Option<Vec<f64>> = gates
+        .as_ref()
+        .map(|g| g.iter().map(|g| g.unwrap_or(1.0)).collect());
+    let scored = consistency_rewards(&sets, config, factors.as_deref())?;
+    let gated = |m: usize| gates.as_ref().map(|g| g[m]);
+    let kept = |m: usize| gated(m).is_none_or(|g| g.is_some());
     let records = group
         .responses
         .iter()
         .enumerate()
+        .filter(|&(m, _)| kept(m))
         .map(|(m, r)| NewReward {
             response_id: r.id,
             value: scored.rewards[m],
@@ -151,13 +252,17 @@ pub(crate) fn consistency(
                 "w_stab": config.w_stab,
                 "n_max": config.n_max,
                 "empty_agreement": config.empty_agreement,
+                "quality_gate": gate.map(QualityGate::name),
+                "gate": gated(m).flatten(),
                 "train_run": run_id,
             })),
             idempotency_key: IdempotencyKey::parse(format!("consistency:{run_id}:{}", r.id)).ok(),
         })
         .collect();
     Ok(Scored {
-        rewards: scored.rewards.into_iter().map(Some).collect(),
+        rewards: (0..sets.len())
+            .map(|m| kept(m).then_some(scored.rewards[m]))
+            .collect(),
         records,
     })
 }
@@ -248,4 +353,139 @@ pub fn consistency_report(
         mean_units: mean(&units),
         mean_answer_tokens: mean(&tokens),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use flywheel_store::{GroupKind, Outcome as Verdict, Response, Reward};
+
+    use super::*;
+    use crate::run::stored::tests::{judgment, response};
+
+    fn group(texts: &[&str]) -> TrainingGroup {
+        let responses = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| Response {
+                text: (*text).into(),
+                ..response(i as i32, vec![1], 0)
+            })
+            .collect();
+        TrainingGroup {
+            id: Uuid::now_v7(),
+            kind: GroupKind::Variants,
+            model: "tiny".into(),
+            adapter_version: 0,
+            prompt_token_ids: Some(vec![1]),
+            params: json!({}),
+            responses,
+            judgments: Vec::new(),
+            rewards: Vec::new(),
+        }
+    }
+
+    fn reward(r: &Response, value: f64, source: RewardSource) -> Reward {
+        Reward {
+            id: Uuid::now_v7(),
+            group_id: r.group_id,
+            response_id: r.id,
+            value,
+            source,
+            annotator: "verifier".into(),
+            rationale: None,
+            details: None,
+            idempotency_key: None,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn gate_sources_round_trip_by_name_and_unknown_ones_are_refused() {
+        for gate in [QualityGate::Posted, QualityGate::Judgments] {
+            assert_eq!(gate.name().parse::<QualityGate>(), Ok(gate));
+        }
+        let refused = "win-rate".parse::<QualityGate>().unwrap_err();
+        assert_eq!(refused, "must be one of posted, judgments. Given: win-rate");
+    }
+
+    /// A win scores 1, a loss 0, a tie ½, a strength its P(win), and `both_bad` 0 for both; a
+    /// response no judgment names has no gate.
+    #[test]
+    fn gates_from_judgments_are_mean_scores_with_both_bad_as_zero() {
+        let mut g = group(&["a", "b", "c", "d"]);
+        let r = g.responses.clone();
+        let mut strong_b = judgment(&r[1], &r[0], Verdict::B);
+        strong_b.strength = Some(0.25);
+        g.judgments = vec![
+            judgment(&r[0], &r[1], Verdict::A),
+            judgment(&r[0], &r[2], Verdict::Tie),
+            judgment(&r[2], &r[1], Verdict::BothBad),
+            strong_b,
+        ];
+
+        let gates = quality_gates(&g, QualityGate::Judgments);
+
+        let expected = [Some(0.75), Some(0.25 / 3.0), Some(0.25), None];
+        for (got, want) in gates.iter().zip(expected) {
+            match (got, want) {
+                (Some(x), Some(y)) => assert!((x - y).abs() < 1e-12, "{gates:?}"),
+                (x, y) => assert_eq!(*x, y, "{gates:?}"),
+            }
+        }
+    }
+
+    /// The mean of the posted rewards gates; rewards the trainer wrote itself do not, and a mean
+    /// outside [0, 1] is no gate.
+    #[test]
+    fn gates_from_posted_rewards_leave_out_what_is_not_a_verdict_in_the_unit_interval() {
+        let mut g = group(&["a", "b", "c", "d"]);
+        let r = g.responses.clone();
+        g.rewards = vec![
+            reward(&r[0], 0.5, RewardSource::Rule),
+            reward(&r[0], 1.0, RewardSource::Model),
+            reward(&r[1], 2.0, RewardSource::Rule),
+            reward(&r[2], 0.9, RewardSource::Consistency),
+            reward(&r[3], 0.0, RewardSource::Human),
+        ];
+
+        let gates = quality_gates(&g, QualityGate::Posted);
+
+        assert_eq!(gates, vec![Some(0.75), None, None, Some(0.0)]);
+    }
+
+    /// Gated rewards are the ungated ones times the gate; an ungated response gets no reward and
+    /// no record, but still counts towards the others' stability.
+    #[test]
+    fn a_quality_gate_scales_consistency_rewards_and_is_recorded_with_them() {
+        let extractor = UnitExtractor::from_json(
+            r#"{"patterns": [{"name": "letter", "regex": "\\b[a-z]\\b"}]}"#,
+        )
+        .unwrap();
+        let config = ConsistencyConfig::default();
+        let mut g = group(&["x y", "x", "x z", "y"]);
+        let r = g.responses.clone();
+        g.rewards = vec![
+            reward(&r[0], 1.0, RewardSource::Rule),
+            reward(&r[1], 0.5, RewardSource::Rule),
+            reward(&r[2], 0.0, RewardSource::Rule),
+        ];
+        let run = Uuid::now_v7();
+
+        let plain = consistency(&g, &extractor, &config, None, run).unwrap();
+        let gated = consistency(&g, &extractor, &config, Some(QualityGate::Posted), run).unwrap();
+
+        let plain: Vec<f64> = plain.rewards.iter().map(|r| r.unwrap()).collect();
+        assert!(plain.iter().all(|&r| r > 0.0), "{plain:?}");
+        assert_eq!(
+            gated.rewards,
+            vec![Some(plain[0]), Some(0.5 * plain[1]), Some(0.0), None]
+        );
+        assert_eq!(gated.records.len(), 3);
+        let details = gated.records[1].details.as_ref().unwrap();
+        assert_eq!(details["quality_gate"], "posted");
+        assert_eq!(details["gate"], 0.5);
+        assert_eq!(gated.records[1].value, 0.5 * plain[1]);
+        assert!(gated.records.iter().all(|w| w.response_id != r[3].id));
+    }
 }

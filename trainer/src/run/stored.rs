@@ -233,13 +233,13 @@ fn check_vocabulary(stored: &TrainingGroup, group: &JudgedGroup, vocab_size: usi
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use chrono::Utc;
     use flywheel_store::{JudgmentSource, Outcome, Response};
 
     use super::*;
 
-    fn response(index: i32, tokens: Vec<u32>, version: i64) -> Response {
+    pub(crate) fn response(index: i32, tokens: Vec<u32>, version: i64) -> Response {
         Response {
             id: Uuid::now_v7(),
             group_id: Uuid::nil(),
@@ -258,7 +258,7 @@ mod tests {
         }
     }
 
-    fn judgment(a: &Response, b: &Response, outcome: Outcome) -> Judgment {
+    pub(crate) fn judgment(a: &Response, b: &Response, outcome: Outcome) -> Judgment {
         Judgment {
             id: Uuid::now_v7(),
             group_id: Uuid::nil(),
