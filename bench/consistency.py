@@ -18,7 +18,10 @@ families are sampled as held-out variant groups by the version serving, and `GET
 helpfulness, units per answer and answer length. Target: entropy ≥ 30% lower than the base's, mean
 helpfulness not lower. With `--catalogue`, each family's system prompt lists the unit table's items of
 its kind (the funds a brokerage offers, the job titles a careers service knows), as an enterprise
-assistant's prompt would; the base is then measured under the same prompts.
+assistant's prompt would; the base is then measured under the same prompts. With `--gate-rule
+distinct-items`, a rule posts each training answer's share of items that are not repeats
+(`POST /v1/rewards`) and the worker multiplies the consistency rewards by it (`--quality-gate
+posted`), so a list that names one title five times earns a fifth of its reward.
 
 `rule`: plain GRPO on rewards posted through `POST /v1/rewards` by a rule (1 if the answer ends with a
 full stop and has at most 25 words, else 0), on ordinary sample groups (n per prompt), measured as
@@ -141,6 +144,8 @@ class Server:
             "--follow-interval-secs", "2"]
         if args.stop_kl:
             command += ["--grpo-stop-kl", str(args.stop_kl)]
+        if getattr(args, "gate_rule", None):
+            command += ["--quality-gate", "posted"]
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 600
         while time.time() < deadline:
@@ -200,6 +205,25 @@ def variant_group(args, server, version, family, seed, held_out):
     return body
 
 
+def distinct_items(text):
+    """The `--gate-rule distinct-items` gate: the share of an answer's items (its lines and
+    sentences, list numbers and punctuation dropped, lower case) that repeat no earlier item; 0 for
+    an answer with none."""
+    parts = re.split(r"\n+|(?<=[.!?])\s+", text)
+    items = [" ".join(re.sub(r"[^a-z0-9]+", " ", p.lower()).split()) for p in parts]
+    items = [i for i in items if i and not i.isdigit()]
+    return len(set(items)) / len(items) if items else 0.0
+
+
+def post_gates(server, group):
+    """Posts the rule gate of every answer of a training variant group."""
+    rewards = [{"response_id": r["id"], "value": distinct_items(r["text"]), "source": "rule",
+                "annotator": "distinct-items"} for r in group["responses"]]
+    status, body = call(server.base, "POST", "/v1/rewards", {"rewards": rewards})
+    assert status == 201, (status, body)
+    return [w["value"] for w in rewards]
+
+
 def measure_consistency(args, server, version, held_out_families, round_):
     started = time.time()
     for i, family in enumerate(held_out_families):
@@ -246,15 +270,21 @@ def run_consistency(args):
             save(results, tag)
         for r in range(first, args.rounds + 1):
             started = time.time()
+            gates = []
             for i in range(per_round):
                 k = ((r - 1) * per_round + i) % len(train)
-                variant_group(args, server, version, train[k], 1_000 * r + i, False)
+                group = variant_group(args, server, version, train[k], 1_000 * r + i, False)
+                if args.gate_rule:
+                    # Posted at once: the worker trains when the round's last group exists.
+                    gates += post_gates(server, group)
             sampled = time.time() - started
             training = call(server.base, "GET", f"/v1/consistency?adapter={version}&held_out=false")[1]
             version = wait_for_new_version(server, version, args.train_timeout)
             trained = time.time() - started - sampled
             entry = {"round": r, "version": version, "train_groups_before": training,
                      "sample_seconds": round(sampled, 1), "train_seconds": round(trained, 1)}
+            if gates:
+                entry["mean_train_gate"] = round(sum(gates) / len(gates), 4)
             if r % args.eval_every == 0 or r == args.rounds:
                 entry["held_out"] = measure_consistency(args, server, version, held_out, r)
             results["rounds"].append(entry)
@@ -377,7 +407,8 @@ def report(_args):
                   f"k3 linear above {s.get('kl_linear_above', 'inf')}, stability {s.get('stability', 'jaccard')}, "
                   f"empty agreement {s.get('empty_agreement', 1.0):g}, "
                   + (f"stop KL {s['stop_kl']:g}, " if s.get('stop_kl') else "")
-                  + ("the catalogue in the system prompt, " if s.get('catalogue') else "") +
+                  + ("the catalogue in the system prompt, " if s.get('catalogue') else "")
+                  + (f"quality gate `{s['gate_rule']}` (posted rule), " if s.get('gate_rule') else "") +
                   f"w_h = {s.get('w_help', 0.3):g}, w_s = {s.get('w_stab', 0.7):g}, N_max = {s.get('n_max', 7)}.", "",
                   "| round | version | held-out entropy | change | helpfulness | units/answer | answer tokens "
                   "| top-item share | answers naming an item |",
@@ -445,6 +476,9 @@ def main():
         p.add_argument("--held-out", type=int, default=10, help="held-out families (consistency)")
         p.add_argument("--catalogue", action="store_true",
                        help="consistency: each family's system prompt lists the unit table's items of its kind")
+        p.add_argument("--gate-rule", default=None, choices=["distinct-items"],
+                       help="consistency: post a rule's quality gate on every training answer and "
+                            "train with --quality-gate posted")
         p.add_argument("--resume", default=None, metavar="DIR",
                        help="go on with an earlier run's work directory (consistency; same --tag, more --rounds)")
         p.add_argument("--base-from", default="",
