@@ -84,7 +84,7 @@ pub use reward_types::{
     NewReward, Reward, RewardFilter, RewardSource, MAX_REWARD_BATCH, MAX_REWARD_MAGNITUDE,
 };
 pub use train_runs::{NewTrainRun, TrainRun, TrainRunStatus, TrainStep};
-pub use training_data::{TrainingDataFilter, TrainingGroup, TrainingSelect};
+pub use training_data::{QualityGate, TrainingDataFilter, TrainingGroup, TrainingSelect};
 pub use types::{
     Endpoint, Group, GroupFilter, GroupKind, GroupWithResponses, NewGroup, NewResponse, Response,
     StoredMessage, StoredPrompt, MAX_LIST_LIMIT,

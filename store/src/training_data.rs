@@ -32,6 +32,42 @@ pub enum TrainingSelect {
     Rewarded,
     /// Every `variants` group, rewarded or not: what consistency training learns from.
     Variants,
+    /// `variants` groups every response of which has a verdict its quality gate can be read from:
+    /// what a gated consistency run waits for before it counts a group as new.
+    GatedVariants(QualityGate),
+}
+
+/// Where the quality gate on a consistency reward comes from: a verdict in [0, 1] on the same
+/// response, so that answers that agree on the wrong thing earn nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QualityGate {
+    /// The mean of the rewards posted for the response (sources `human`, `model`, `rule`); a mean
+    /// outside [0, 1] is no gate.
+    Posted,
+    /// The response's mean score over the pairwise judgments that name it: its P(win) in each
+    /// (1 a win, 0 a loss, ½ a tie, or the judgment's strength), and 0 in a `both_bad` one.
+    Judgments,
+}
+
+impl QualityGate {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Posted => "posted",
+            Self::Judgments => "judgments",
+        }
+    }
+}
+
+impl std::str::FromStr for QualityGate {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "posted" => Ok(Self::Posted),
+            "judgments" => Ok(Self::Judgments),
+            _ => Err(format!("must be one of posted, judgments. Given: {s}")),
+        }
+    }
 }
 
 /// Which groups a run trains on: those its `select` picks, created in `[since, until)`.
@@ -160,6 +196,16 @@ fn selected_groups_sql(f: &TrainingDataFilter) -> String {
         TrainingSelect::Judged => "EXISTS (SELECT 1 FROM judgments j WHERE j.group_id = w.id)",
         TrainingSelect::Rewarded => "EXISTS (SELECT 1 FROM rewards r WHERE r.group_id = w.id)",
         TrainingSelect::Variants => "w.kind = 'variants'",
+        TrainingSelect::GatedVariants(QualityGate::Posted) => {
+            "w.kind = 'variants' AND NOT EXISTS (SELECT 1 FROM responses x WHERE x.group_id = w.id \
+             AND NOT EXISTS (SELECT 1 FROM rewards r WHERE r.response_id = x.id \
+             AND r.source IN ('human', 'model', 'rule')))"
+        }
+        TrainingSelect::GatedVariants(QualityGate::Judgments) => {
+            "w.kind = 'variants' AND NOT EXISTS (SELECT 1 FROM responses x WHERE x.group_id = w.id \
+             AND NOT EXISTS (SELECT 1 FROM judgments j WHERE j.response_a = x.id \
+             OR j.response_b = x.id))"
+        }
     };
     let wanted: Vec<&str> = [trainable, selected]
         .into_iter()
@@ -219,11 +265,22 @@ mod tests {
     }
 
     #[test]
+    fn gate_sources_round_trip_by_name_and_unknown_ones_are_refused() {
+        for gate in [QualityGate::Posted, QualityGate::Judgments] {
+            assert_eq!(gate.name().parse::<QualityGate>(), Ok(gate));
+        }
+        let refused = "win-rate".parse::<QualityGate>().unwrap_err();
+        assert_eq!(refused, "must be one of posted, judgments. Given: win-rate");
+    }
+
+    #[test]
     fn every_selection_leaves_out_duels_and_held_out_variant_groups() {
         for select in [
             TrainingSelect::Judged,
             TrainingSelect::Rewarded,
             TrainingSelect::Variants,
+            TrainingSelect::GatedVariants(QualityGate::Posted),
+            TrainingSelect::GatedVariants(QualityGate::Judgments),
         ] {
             let f = TrainingDataFilter {
                 until: Some(Utc::now()),

@@ -56,5 +56,5 @@ pub use model::{
 pub use run::{
     consistency_report, pairs_from_store, rollouts_from_store, run_every, run_job, spawn_worker,
     try_train_once, Algorithm, ConsistencyReport, DataReport, GrpoRewards, GrpoSettings, JobConfig,
-    Outcome, Progress, QualityGate, RolloutData, WorkerConfig, WorkerGuard,
+    Outcome, Progress, RolloutData, WorkerConfig, WorkerGuard,
 };

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use clap::Args;
 use flywheel_judge::GateConfig;
+use flywheel_store::QualityGate;
 use flywheel_trainer::{
     AdvantageConfig, Aggregation, Algorithm, Baseline, Compute, ConsistencyConfig, Grpo,
-    GrpoRewards, GrpoSettings, JobConfig, LoraTargets, QualityGate, RolloutCheck, ScaleRewards,
+    GrpoRewards, GrpoSettings, JobConfig, LoraTargets, RolloutCheck, ScaleRewards,
     StabilityMeasure, TrainDevice, TrainDtype, WorkerConfig,
 };
 

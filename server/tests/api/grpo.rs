@@ -2,8 +2,12 @@
 //! groups, `--algo grpo` on posted rewards and on win-rates from judgments; each ends in a
 //! candidate adapter the engine serves, with its rewards and per-step metrics recorded.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
 use flywheel_server::cli::train::train;
-use flywheel_store::{AdapterStatus, RewardFilter, RewardSource, TrainRunStatus};
+use flywheel_store::{AdapterStatus, QualityGate, RewardFilter, RewardSource, TrainRunStatus};
+use flywheel_trainer::{try_train_once, Algorithm, Outcome};
 use serde_json::json;
 
 use crate::helpers::{
@@ -11,6 +15,7 @@ use crate::helpers::{
 };
 use crate::training::{judge, sample, train_args};
 use crate::variants::{letters, variant_group};
+use crate::worker::worker_config;
 
 async fn app() -> TestApp {
     app_on(false).await
@@ -262,6 +267,56 @@ async fn a_quality_gate_from_posted_rewards_or_judgments_scales_consistency_rewa
     if postgres_available().await {
         a_quality_gate_from_posted_rewards_or_judgments_scales_consistency_rewards(true).await;
     }
+}
+
+/// With a quality gate the worker counts a variant group as new only once every answer has its
+/// verdict, so it does not train, and spend the group, before the judges have spoken.
+#[tokio::test]
+async fn a_gated_consistency_worker_waits_until_every_answer_of_a_group_has_its_verdict() {
+    // Arrange: one variant group of 4 answers; a worker that trains on one new group.
+    let app = app().await;
+    let body = variant_group(
+        &app,
+        json!({"model": MODEL, "prompt": "Recommend three funds.", "paraphrases": ["Which funds?"],
+               "n": 2, "temperature": 1.0, "max_tokens": 10, "seed": 9}),
+    )
+    .await;
+    let ids: Vec<&str> = body["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    let out = tempfile::tempdir().unwrap();
+    let mut config = worker_config(out.path(), 1);
+    config.job.algorithm = Algorithm::ConsistencyGrpo;
+    config.job.steps = 1;
+    config.job.grpo.units = Some(units_file(out.path()).into());
+    config.job.grpo.quality_gate = Some(QualityGate::Judgments);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let judge_pair = |a: usize, b: usize| {
+        json!({"group_id": body["id"], "response_a": ids[a], "response_b": ids[b], "outcome": "a",
+               "annotator": "judge-1"})
+    };
+
+    // Act
+    assert_eq!(
+        app.post("/v1/judgments", &judge_pair(0, 1)).await.status(),
+        201
+    );
+    let half_judged = try_train_once(&app.store, &config, &cancel).await.unwrap();
+    assert_eq!(
+        app.post("/v1/judgments", &judge_pair(2, 3)).await.status(),
+        201
+    );
+    let judged = try_train_once(&app.store, &config, &cancel).await.unwrap();
+
+    // Assert
+    assert_eq!(half_judged, Outcome::NothingNew);
+    assert_eq!(judged, Outcome::Trained(1));
+    let adapter = app.store.get_adapter(1).await.unwrap();
+    let run = succeeded_run(&app, &adapter).await;
+    assert_eq!(run.config["grpo"]["quality_gate"], "judgments");
 }
 
 #[tokio::test]

@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use flywheel_store::{
-    Error, GroupKind, NewGroup, NewVariantGroup, ParaphraseSource, Store, TrainingDataFilter,
-    TrainingGroup, TrainingSelect, VariantGroupFilter,
+    Error, GroupKind, NewGroup, NewVariantGroup, ParaphraseSource, QualityGate, RewardSource,
+    Store, TrainingDataFilter, TrainingGroup, TrainingSelect, VariantGroupFilter,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -453,6 +453,62 @@ async fn the_variants_selection_reads_every_variant_group_that_is_not_held_out()
     .await;
 }
 
+/// A gated consistency run counts a variant group once every answer has a verdict of the gate's
+/// kind: a reward from outside (the trainer's own `consistency` rewards are not verdicts), or a
+/// judgment naming it.
+#[tokio::test]
+async fn the_gated_selections_read_variant_groups_whose_every_answer_has_a_verdict() {
+    on_each_backend(|store| async move {
+        // Arrange: the window (two variant groups, one with one reward) and five more of 4 answers,
+        // the last held out and both rewarded and judged throughout.
+        Window::store(&store).await;
+        let [rewarded, half_rewarded, judged, half_judged] = [(); 4].map(|()| variant_group());
+        let held_out = variant_group_at(now(), 0, true);
+        for v in [&rewarded, &half_rewarded, &judged, &half_judged, &held_out] {
+            store.insert_variant_group(v).await.unwrap();
+        }
+        let mut rewards: Vec<_> = [&rewarded, &held_out]
+            .iter()
+            .flat_map(|v| v.group.responses.iter().map(|r| reward(r.id)))
+            .collect();
+        rewards.extend(
+            half_rewarded.group.responses[..3]
+                .iter()
+                .map(|r| reward(r.id)),
+        );
+        let mut own = reward(half_rewarded.group.responses[3].id);
+        own.source = RewardSource::Consistency;
+        rewards.push(own);
+        store.insert_rewards(&rewards).await.unwrap();
+        store
+            .insert_judgments(&[
+                judgment(&judged.group, 0, 1),
+                judgment(&judged.group, 3, 2),
+                judgment(&half_judged.group, 0, 1),
+                judgment(&half_judged.group, 1, 2),
+                judgment(&held_out.group, 0, 1),
+                judgment(&held_out.group, 2, 3),
+            ])
+            .await
+            .unwrap();
+
+        // Act
+        let posted = selected(&store, TrainingSelect::GatedVariants(QualityGate::Posted)).await;
+        let by_judgments = selected(
+            &store,
+            TrainingSelect::GatedVariants(QualityGate::Judgments),
+        )
+        .await;
+
+        // Assert
+        assert_eq!(ids_of(&posted), [rewarded.group.id]);
+        assert_eq!(posted[0].rewards.len(), 4);
+        assert_eq!(ids_of(&by_judgments), [judged.group.id]);
+        assert_eq!(by_judgments[0].judgments.len(), 2);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn every_selection_keeps_to_its_version_and_window() {
     on_each_backend(|store| async move {
@@ -462,6 +518,8 @@ async fn every_selection_keeps_to_its_version_and_window() {
             TrainingSelect::Judged,
             TrainingSelect::Rewarded,
             TrainingSelect::Variants,
+            TrainingSelect::GatedVariants(QualityGate::Posted),
+            TrainingSelect::GatedVariants(QualityGate::Judgments),
         ] {
             let other_version = TrainingDataFilter {
                 adapter_version: Some(7),

@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use flywheel_store::{
-    Adapter as StoredAdapter, NewTrainRun, Store, TrainRun, TrainStep, TrainingDataFilter,
-    TrainingGroup, TrainingSelect, MAX_JUDGMENT_BATCH,
+    Adapter as StoredAdapter, NewTrainRun, QualityGate, Store, TrainRun, TrainStep,
+    TrainingDataFilter, TrainingGroup, TrainingSelect, MAX_JUDGMENT_BATCH,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::rewards::{self, GrpoRewards, QualityGate};
+use super::rewards::{self, GrpoRewards};
 use super::stored::{pairs_from_store, rollouts_from_store, DataReport, RolloutData};
 use crate::files::{read_adapter, write_adapter, AdapterConfig, ADAPTER_CONFIG};
 use crate::learning::{

@@ -15,6 +15,6 @@ mod stored;
 mod worker;
 
 pub use job::{run_job, Algorithm, GrpoSettings, JobConfig, Progress};
-pub use rewards::{consistency_report, ConsistencyReport, GrpoRewards, QualityGate};
+pub use rewards::{consistency_report, ConsistencyReport, GrpoRewards};
 pub use stored::{pairs_from_store, rollouts_from_store, DataReport, RolloutData};
 pub use worker::{run_every, spawn_worker, try_train_once, Outcome, WorkerConfig, WorkerGuard};

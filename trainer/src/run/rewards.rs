@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use flywheel_judge::{comparisons, estimate_win_rates, Comparison, Outcome};
 use flywheel_store::{
-    IdempotencyKey, Judgment, NewReward, RewardSource, TrainingGroup, VariantGroup,
+    IdempotencyKey, Judgment, NewReward, QualityGate, RewardSource, TrainingGroup, VariantGroup,
 };
 use serde::Serialize;
 use serde_json::json;
@@ -52,40 +52,6 @@ impl FromStr for GrpoRewards {
             "posted" => Ok(Self::Posted),
             "win-rate" => Ok(Self::WinRate),
             _ => Err(format!("must be one of posted, win-rate. Given: {s}")),
-        }
-    }
-}
-
-/// Where `consistency-grpo`'s optional quality gate comes from: a verdict in [0, 1] per response
-/// that multiplies its consistency reward. A response without one is left out of training (its
-/// units still count towards its group's stability and entropy).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QualityGate {
-    /// The mean of the rewards posted for the response (sources `human`, `model`, `rule`); a mean
-    /// outside [0, 1] is no gate, and the response is left out with a warning.
-    Posted,
-    /// The response's mean score over the pairwise judgments that name it: its P(win) in each
-    /// (1 a win, 0 a loss, ½ a tie, or the judgment's strength), and 0 in a `both_bad` one.
-    Judgments,
-}
-
-impl QualityGate {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Posted => "posted",
-            Self::Judgments => "judgments",
-        }
-    }
-}
-
-impl FromStr for QualityGate {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "posted" => Ok(Self::Posted),
-            "judgments" => Ok(Self::Judgments),
-            _ => Err(format!("must be one of posted, judgments. Given: {s}")),
         }
     }
 }
@@ -398,15 +364,6 @@ mod tests {
             idempotency_key: None,
             created_at: Utc::now(),
         }
-    }
-
-    #[test]
-    fn gate_sources_round_trip_by_name_and_unknown_ones_are_refused() {
-        for gate in [QualityGate::Posted, QualityGate::Judgments] {
-            assert_eq!(gate.name().parse::<QualityGate>(), Ok(gate));
-        }
-        let refused = "win-rate".parse::<QualityGate>().unwrap_err();
-        assert_eq!(refused, "must be one of posted, judgments. Given: win-rate");
     }
 
     /// A win scores 1, a loss 0, a tie ½, a strength its P(win), and `both_bad` 0 for both; a

@@ -16,7 +16,7 @@ use std::time::Duration;
 use flywheel_store::{NewDecision, Store, TrainingDataFilter, TrainingSelect};
 use tokio::task::JoinHandle;
 
-use super::job::{run_job, JobConfig, Progress};
+use super::job::{run_job, Algorithm, JobConfig, Progress};
 
 /// When the worker trains and what it does with the result.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,8 +67,13 @@ pub async fn try_train_once(
     let parent = store.active_adapter_version().await?;
     let since = store.latest_train_run().await?.map(|run| run.data_until);
     let version = (!config.job.all_versions).then_some(parent);
-    // Pairwise objectives wait for judgments; the GRPO family for new groups it can learn from.
-    let new = match config.job.algorithm.select(config.job.grpo.rewards) {
+    // Pairwise objectives wait for judgments; the GRPO family for new groups it can learn from,
+    // and a gated consistency run for variant groups whose every answer has its verdict.
+    let select = match (config.job.algorithm, config.job.grpo.quality_gate) {
+        (Algorithm::ConsistencyGrpo, Some(gate)) => TrainingSelect::GatedVariants(gate),
+        (algorithm, _) => algorithm.select(config.job.grpo.rewards),
+    };
+    let new = match select {
         TrainingSelect::Judged => store.count_judgments(version, since).await?,
         select => {
             let filter = TrainingDataFilter {
