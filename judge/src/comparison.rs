@@ -34,12 +34,18 @@ pub struct Comparison {
 impl Comparison {
     /// P(a≻b) this judgment stands for.
     pub fn probability(&self) -> f64 {
-        self.strength.unwrap_or(match self.outcome {
-            Outcome::A => 1.0,
-            Outcome::B => 0.0,
-            Outcome::Tie | Outcome::BothBad => 0.5,
-        })
+        probability(self.outcome, self.strength)
     }
+}
+
+/// P(a≻b) of a verdict: the judge's strength when it gave one, else 1, 0, or ½ for `tie` and
+/// `both_bad`.
+fn probability(outcome: Outcome, strength: Option<f64>) -> f64 {
+    strength.unwrap_or(match outcome {
+        Outcome::A => 1.0,
+        Outcome::B => 0.0,
+        Outcome::Tie | Outcome::BothBad => 0.5,
+    })
 }
 
 /// One judgment naming its two responses by id (a store's `Judgment`, in plain terms).
@@ -50,6 +56,13 @@ pub struct Judged<Id> {
     pub outcome: Outcome,
     /// P(a≻b), when the judge gave one.
     pub strength: Option<f64>,
+}
+
+impl<Id> Judged<Id> {
+    /// P(a≻b) this judgment stands for, as [`Comparison::probability`].
+    pub fn probability(&self) -> f64 {
+        probability(self.outcome, self.strength)
+    }
 }
 
 /// The judgments as comparisons by index into `responses` (the group's response ids, in the order

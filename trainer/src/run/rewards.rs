@@ -11,7 +11,7 @@
 
 use std::str::FromStr;
 
-use flywheel_judge::{comparisons, estimate_win_rates, Comparison, Outcome};
+use flywheel_judge::{comparisons, estimate_win_rates, Outcome};
 use flywheel_store::{
     IdempotencyKey, Judgment, NewReward, QualityGate, RewardSource, TrainingGroup, VariantGroup,
 };
@@ -89,19 +89,14 @@ pub(crate) fn quality_gates(group: &TrainingGroup, source: QualityGate) -> Vec<O
 /// the judge found both unacceptable; `None` when `j` does not name it.
 fn judged_score(j: &Judgment, id: Uuid) -> Option<f64> {
     let judged = j.judged();
-    let p_a = Comparison {
-        a: 0,
-        b: 1,
-        outcome: judged.outcome,
-        strength: judged.strength,
-    }
-    .probability();
-    let (p, named) = if judged.a == id {
-        (p_a, true)
+    let p = if judged.a == id {
+        judged.probability()
+    } else if judged.b == id {
+        1.0 - judged.probability()
     } else {
-        (1.0 - p_a, judged.b == id)
+        return None;
     };
-    named.then_some(if judged.outcome == Outcome::BothBad {
+    Some(if judged.outcome == Outcome::BothBad {
         0.0
     } else {
         p
